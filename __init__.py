@@ -1,0 +1,4 @@
+"""comfyui-instdiff: InstanceDiffusion for ComfyUI (loaded by ComfyUI as a custom-node package)."""
+from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

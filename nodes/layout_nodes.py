@@ -1,0 +1,212 @@
+"""Build a layout in the graph: a canvas, then one node per instance (box, point, scribble, mask or any mix).
+
+Every node returns a NEW layout (ComfyUI caches outputs, so a received layout is never modified); chaining
+nodes appends instances in order (slot order matters only for the seg branch, spec 1.3).
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+
+from ..instancediffusion_core.layout import Instance, Layout, LayoutError, MAX_INSTANCES
+from .types import CATEGORY, INSTANCE_LAYOUT
+
+_CAT = CATEGORY + "/layout"
+_PROMPT = ("STRING", {"multiline": False, "default": "",
+                      "tooltip": "What this instance is, e.g. 'a red vintage car'. Encoded on its own by CLIP."})
+_LAYOUT_IN = (INSTANCE_LAYOUT, {"tooltip": "The layout to append this instance to (from 'Instance Layout' or "
+                                           "another instance node)."})
+_PX = {"min": 0, "max": 16384, "step": 1}
+
+
+def parse_points(text: str, field: str) -> list[tuple[float, float]]:
+    """'x,y x,y ...' (any separators), or a JSON list of [x, y] pairs or of flat numbers."""
+    text = (text or "").strip()
+    if not text:
+        return []
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?", text)]
+    if isinstance(data, (int, float)):
+        data = [data]
+    if not isinstance(data, list):
+        raise LayoutError(f"{field}: could not read {text[:80]!r} as points; write 'x,y' pairs, e.g. '10,20 30,40'")
+    if data and all(isinstance(p, (list, tuple)) for p in data):
+        if not all(len(p) == 2 for p in data):
+            raise LayoutError(f"{field}: every point needs exactly 2 numbers [x, y]; got {data!r:.80}")
+        data = [v for p in data for v in p]
+    if not all(isinstance(v, (int, float)) for v in data):
+        raise LayoutError(f"{field}: could not read {text[:80]!r} as points; write 'x,y' pairs, e.g. '10,20 30,40'")
+    if len(data) % 2:
+        raise LayoutError(f"{field}: {len(data)} numbers is not a list of x,y pairs; give an even count")
+    return [(float(data[i]), float(data[i + 1])) for i in range(0, len(data), 2)]
+
+
+def mask_to_canvas(mask, index: int, layout: Layout, field: str) -> np.ndarray:
+    """ComfyUI MASK [B,H,W] (or [H,W]) -> bool [H,W] that must match the layout canvas."""
+    m = mask
+    if m.ndim == 3:
+        if not 0 <= index < m.shape[0]:
+            raise LayoutError(f"{field}: mask batch has {m.shape[0]} masks, index {index} does not exist")
+        m = m[index]
+    arr = m.detach().cpu().float().numpy() > 0.5
+    if arr.shape != (layout.height, layout.width):
+        raise LayoutError(f"{field}: mask is {arr.shape[1]}x{arr.shape[0]} px but the layout canvas is "
+                          f"{layout.width}x{layout.height}; resize the mask or set the canvas to the mask size")
+    if not arr.any():
+        raise LayoutError(f"{field}: the mask is empty (no pixel above 0.5); paint the instance's area")
+    return arr
+
+
+def _append(layout: Layout, inst: Instance) -> Layout:
+    if len(layout.instances) >= MAX_INSTANCES:
+        raise LayoutError(f"instance {len(layout.instances)}: a layout holds at most {MAX_INSTANCES} instances "
+                          f"(the model has 30 slots); remove some or merge small ones")
+    return layout.with_instance(inst)
+
+
+class InstanceLayoutNode:
+    DESCRIPTION = "Starts an empty layout: the canvas whose pixel coordinates the instances use."
+    CATEGORY = _CAT
+    FUNCTION = "make"
+    RETURN_TYPES = (INSTANCE_LAYOUT,)
+    RETURN_NAMES = ("layout",)
+    OUTPUT_TOOLTIPS = ("An empty layout; chain instance nodes after it.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "width": ("INT", {"default": 512, "min": 8, "max": 16384, "step": 8,
+                              "tooltip": "Canvas width in pixels; coordinates are normalised by it, so the image "
+                                         "may have another size (usually set it to the image size)."}),
+            "height": ("INT", {"default": 512, "min": 8, "max": 16384, "step": 8,
+                               "tooltip": "Canvas height in pixels."}),
+        }}
+
+    def make(self, width, height):
+        return (Layout(width=width, height=height),)
+
+
+class _InstanceNode:
+    CATEGORY = _CAT
+    FUNCTION = "add"
+    RETURN_TYPES = (INSTANCE_LAYOUT,)
+    RETURN_NAMES = ("layout",)
+    OUTPUT_TOOLTIPS = ("The layout with this instance appended.",)
+
+
+class InstanceBox(_InstanceNode):
+    DESCRIPTION = "Adds an instance placed by a box (pixels of the layout canvas). Its point defaults to the box centre."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "layout": _LAYOUT_IN, "prompt": _PROMPT,
+            "x": ("INT", {"default": 64, **_PX, "tooltip": "Left edge of the box, pixels from the canvas's left."}),
+            "y": ("INT", {"default": 64, **_PX, "tooltip": "Top edge of the box, pixels from the canvas's top."}),
+            "width": ("INT", {"default": 192, "min": 1, "max": 16384, "tooltip": "Box width in pixels."}),
+            "height": ("INT", {"default": 192, "min": 1, "max": 16384, "tooltip": "Box height in pixels."}),
+        }}
+
+    def add(self, layout, prompt, x, y, width, height):
+        inst = Instance(caption=prompt, bbox=(float(x), float(y), float(x + width), float(y + height)))
+        return (_append(layout, inst),)
+
+
+class InstancePoint(_InstanceNode):
+    DESCRIPTION = "Adds an instance placed by a single point (the 'point' modality; official point config)."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "layout": _LAYOUT_IN, "prompt": _PROMPT,
+            "x": ("INT", {"default": 256, **_PX, "tooltip": "Point x in canvas pixels."}),
+            "y": ("INT", {"default": 256, **_PX, "tooltip": "Point y in canvas pixels."}),
+        }}
+
+    def add(self, layout, prompt, x, y):
+        return (_append(layout, Instance(caption=prompt, point=(float(x), float(y)))),)
+
+
+class InstanceScribble(_InstanceNode):
+    DESCRIPTION = ("Adds an instance placed by a scribble: a polyline through the object, resampled to the "
+                   "model's 20 points.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "layout": _LAYOUT_IN, "prompt": _PROMPT,
+            "points": ("STRING", {"multiline": True, "default": "100,300 180,260 260,300 340,260",
+                                  "tooltip": "At least 2 points 'x,y' in canvas pixels, separated by spaces or new "
+                                             "lines (or a JSON list of [x, y])."}),
+        }}
+
+    def add(self, layout, prompt, points):
+        pts = parse_points(points, f"instance {len(layout.instances)} scribble")
+        return (_append(layout, Instance(caption=prompt, scribble=tuple(pts))),)
+
+
+class InstanceMask(_InstanceNode):
+    DESCRIPTION = ("Adds an instance placed by a mask (e.g. painted in the mask editor of Load Image). The box is "
+                   "the mask's extent; the mask also gives the polygon and seg inputs.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "layout": _LAYOUT_IN, "prompt": _PROMPT,
+            "mask": ("MASK", {"tooltip": "Mask of the canvas size; pixels above 0.5 belong to the instance."}),
+            "mask_index": ("INT", {"default": 0, "min": 0, "max": 4095,
+                                   "tooltip": "Which mask of a mask batch to use."}),
+        }}
+
+    def add(self, layout, prompt, mask, mask_index=0):
+        arr = mask_to_canvas(mask, mask_index, layout, f"instance {len(layout.instances)} mask")
+        return (_append(layout, Instance(caption=prompt, mask=arr)),)
+
+
+class InstanceAny(_InstanceNode):
+    DESCRIPTION = ("Adds one instance with any mix of locations: box, point, scribble and mask. Leave a field empty "
+                   "to omit it.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "layout": _LAYOUT_IN, "prompt": _PROMPT,
+            "box": ("STRING", {"default": "", "tooltip": "'x,y,width,height' in canvas pixels, or empty."}),
+            "point": ("STRING", {"default": "", "tooltip": "'x,y' in canvas pixels, or empty."}),
+            "scribble": ("STRING", {"multiline": True, "default": "",
+                                    "tooltip": "'x,y' pairs of a polyline, or empty."}),
+        }, "optional": {
+            "mask": ("MASK", {"tooltip": "Optional mask of the canvas size."}),
+        }}
+
+    def add(self, layout, prompt, box="", point="", scribble="", mask=None):
+        i = len(layout.instances)
+        bbox = None
+        if box.strip():
+            b = [v for p in parse_points(box, f"instance {i} box") for v in p]
+            if len(b) != 4:
+                raise LayoutError(f"instance {i} box: expected 4 numbers 'x,y,width,height', got {len(b)}")
+            bbox = (b[0], b[1], b[0] + b[2], b[1] + b[3])
+        pt = None
+        if point.strip():
+            pts = parse_points(point, f"instance {i} point")
+            if len(pts) != 1:
+                raise LayoutError(f"instance {i} point: expected one 'x,y' pair, got {len(pts)}")
+            pt = pts[0]
+        scr = tuple(parse_points(scribble, f"instance {i} scribble")) or None
+        arr = mask_to_canvas(mask, 0, layout, f"instance {i} mask") if mask is not None else None
+        return (_append(layout, Instance(caption=prompt, bbox=bbox, point=pt, scribble=scr, mask=arr)),)
+
+
+NODES = {
+    "InstanceLayout": (InstanceLayoutNode, "Instance Layout"),
+    "InstanceBox": (InstanceBox, "Instance: Box"),
+    "InstancePoint": (InstancePoint, "Instance: Point"),
+    "InstanceScribble": (InstanceScribble, "Instance: Scribble"),
+    "InstanceMask": (InstanceMask, "Instance: Mask"),
+    "InstanceAny": (InstanceAny, "Instance: Box/Point/Scribble/Mask"),
+}

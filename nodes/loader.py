@@ -1,0 +1,105 @@
+"""Load InstanceDiffusion add-on weights (official .pth, logtd's split files or our safetensors) into a ModelPatcher.
+
+The weights live in a real ``ModelPatcher`` so ComfyUI's model management moves them to the GPU together with the
+UNet (the patches list it in ``models()``) and offloads them like any model.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+import comfy.model_management
+import comfy.model_patcher
+import folder_paths
+
+from ..instancediffusion_core.checkpoint import load_instancediffusion
+from .types import CATEGORY, INSTANCEDIFFUSION
+
+FOLDER = "instance_diffusion"
+EXTENSIONS = {".safetensors", ".pth", ".ckpt", ".pt", ".bin"}
+LOGTD_FILES = ("fusers.ckpt", "position_net.ckpt", "scaleu.ckpt")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def register_model_folders() -> None:
+    """models/instance_diffusion (+ logtd's folders), appended so extra_model_paths.yaml entries are kept.
+
+    Only registers paths; a missing folder just lists no files, so node registration never fails on it.
+    """
+    models_dir = folder_paths.models_dir
+    folder_paths.add_model_folder_path(FOLDER, os.path.join(models_dir, FOLDER), is_default=True)
+    for sub in ("fuser_models", "positionnet_models", "scaleu_models"):
+        folder_paths.add_model_folder_path(FOLDER, os.path.join(models_dir, "instance_models", sub))
+    paths, exts = folder_paths.folder_names_and_paths[FOLDER]
+    if isinstance(exts, set):
+        exts.update(EXTENSIONS)
+    else:
+        folder_paths.folder_names_and_paths[FOLDER] = (paths, set(exts) | EXTENSIONS)
+
+
+def files_to_load(path: str) -> list[str]:
+    """logtd ships three files; picking any one of them loads the others found beside it or in logtd's folders."""
+    name = os.path.basename(path)
+    if name not in LOGTD_FILES:
+        return [path]
+    found = [path]
+    for other in LOGTD_FILES:
+        if other == name:
+            continue
+        candidate = os.path.join(os.path.dirname(path), other)
+        if not os.path.isfile(candidate):
+            candidate = folder_paths.get_full_path(FOLDER, other)
+        if candidate and os.path.isfile(candidate):
+            found.append(candidate)
+    return found
+
+
+def resolve_dtype(choice: str) -> torch.dtype:
+    if choice == "auto":
+        return comfy.model_management.unet_dtype()
+    return DTYPES[choice]
+
+
+class LoadInstanceDiffusion:
+    DESCRIPTION = ("Loads the InstanceDiffusion add-on weights: position net (instance tokenizer), 16 fusion layers "
+                   "and ScaleU. Accepts the official instancediffusion_sd15.pth (read safely, no code from the file "
+                   "runs), logtd's fusers/position_net/scaleu .ckpt files, or a converted .safetensors. Put the files "
+                   "in ComfyUI/models/instance_diffusion.")
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = (INSTANCEDIFFUSION,)
+    RETURN_NAMES = ("instdiff",)
+    OUTPUT_TOOLTIPS = ("The add-on weights, for the tokenizer, Apply UniFusion and Apply ScaleU nodes.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "weights": (folder_paths.get_filename_list(FOLDER), {
+                "tooltip": "File in models/instance_diffusion. Converting the 13.6 GB official file once with "
+                           "'python -m instancediffusion_core convert' gives a ~0.7 GB safetensors that loads fast."}),
+            "dtype": (["auto", "fp32", "fp16", "bf16"], {
+                "default": "auto",
+                "tooltip": "Precision of the add-on weights; auto follows ComfyUI's UNet precision for this device."}),
+        }}
+
+    def load(self, weights, dtype="auto"):
+        path = folder_paths.get_full_path(FOLDER, weights)
+        if path is None or not os.path.isfile(path):
+            raise FileNotFoundError(f"InstanceDiffusion weights '{weights}' not found in {FOLDER} folders: "
+                                    f"{folder_paths.get_folder_paths(FOLDER)}")
+        paths = files_to_load(path)
+        addons = load_instancediffusion(paths if len(paths) > 1 else paths[0])
+        addons = addons.to(resolve_dtype(dtype)).eval()
+        addons.requires_grad_(False)
+        logging.info("InstanceDiffusion weights %s: %s", weights, addons.summary())
+        patcher = comfy.model_patcher.ModelPatcher(
+            addons,
+            load_device=comfy.model_management.get_torch_device(),
+            offload_device=comfy.model_management.unet_offload_device(),
+        )
+        return (patcher,)
+
+
+NODES = {"LoadInstanceDiffusion": (LoadInstanceDiffusion, "Load InstanceDiffusion")}

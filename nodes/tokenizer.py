@@ -1,0 +1,110 @@
+"""InstanceDiffusion Conditioning: layout + CLIP -> the 184 grounding tokens, computed once per prompt.
+
+Each instance phrase is encoded with the SD1.5 CLIP-L text tower (pooled, unprojected: the official
+``pooler_output``); the position net runs here, once, and its tokens ride on the positive conditioning.
+"""
+from __future__ import annotations
+
+import torch
+
+import comfy.model_management
+import node_helpers
+
+from ..instancediffusion_core.drop_config import CONFIG_NAMES, resolve_drop_config
+from ..instancediffusion_core.grounding import build_grounding, instance_grounding, stack_groundings
+from ..instancediffusion_core.position_net import DROP_CONFIGS
+from .instance_cond import COND_KEY, InstanceConditioning, InstancePrompt
+from .types import CATEGORY, INSTANCE_LAYOUT, INSTANCEDIFFUSION, weights_of
+
+
+def encode_phrase(clip, text: str) -> InstancePrompt:
+    tokens = clip.tokenize(text)
+    cond, pooled = clip.encode_from_tokens(tokens, return_pooled="unprojected")
+    return InstancePrompt(caption=text, cond=cond.cpu(), pooled=None if pooled is None else pooled.cpu())
+
+
+def run_position_net(patcher, grounding: dict, drop) -> torch.Tensor:
+    """One position-net forward on the weights' load device; returns CPU float32 tokens."""
+    comfy.model_management.load_models_gpu([patcher])
+    net = patcher.model.position_net
+    param = next(net.parameters())
+    g = {k: v.to(device=param.device) for k, v in grounding.items()}
+    with torch.no_grad():
+        tokens, _ = net(g, drop)
+    return tokens.float().cpu()
+
+
+def instance_modalities(layout) -> list[set[str]]:
+    out = []
+    for inst in layout.instances:
+        m = set()
+        if inst.bbox is not None:
+            m.add("box")
+        if inst.point is not None:
+            m.add("point")
+        if inst.scribble is not None:
+            m.add("scribble")
+        if inst.mask is not None:
+            m.add("mask")
+        out.append(m)
+    return out
+
+
+class InstanceDiffusionConditioning:
+    DESCRIPTION = ("Turns a layout (instances with prompts and boxes/masks/points/scribbles) into InstanceDiffusion's "
+                   "grounding tokens and attaches them to the positive conditioning. Runs the position net once "
+                   "per prompt. Use the output as the positive of a sampler whose model went through 'Apply "
+                   "UniFusion'.")
+    CATEGORY = CATEGORY
+    FUNCTION = "encode"
+    RETURN_TYPES = ("CONDITIONING",)
+    RETURN_NAMES = ("positive",)
+    OUTPUT_TOOLTIPS = ("The positive conditioning carrying the grounding tokens (and each instance's own prompt for "
+                       "the multi-instance sampler).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "positive": ("CONDITIONING", {"tooltip": "The global prompt (CLIP Text Encode of the whole scene)."}),
+            "clip": ("CLIP", {"tooltip": "The SD1.5 CLIP that encodes each instance's phrase (pooled CLIP-L)."}),
+            "layout": (INSTANCE_LAYOUT, {"tooltip": "Instances from the layout nodes or 'Load Layout'."}),
+            "instdiff": (INSTANCEDIFFUSION, {"tooltip": "Weights from 'Load InstanceDiffusion'."}),
+            "modalities": (["auto"] + list(CONFIG_NAMES), {
+                "default": "auto",
+                "tooltip": "Which official modality configuration the position net uses. auto: scribble if any "
+                           "instance has a scribble, else mask if any has a mask, else point if no instance has a "
+                           "box, else box."}),
+        }}
+
+    def encode(self, positive, clip, layout, instdiff, modalities="auto"):
+        patcher = weights_of(instdiff)
+        addons = patcher.model
+        if addons.position_net is None:
+            raise ValueError("These InstanceDiffusion weights have no position net (position_net.*); load the full "
+                             "add-on file.")
+        prompts = [encode_phrase(clip, inst.caption) for inst in layout.instances]
+        text_dim = addons.text_dim
+        for i, p in enumerate(prompts):
+            if p.pooled is None or p.pooled.shape[-1] != text_dim:
+                got = None if p.pooled is None else p.pooled.shape[-1]
+                raise ValueError(f"instance {i} ('{p.caption}'): the CLIP gave a pooled feature of width {got}, the "
+                                 f"InstanceDiffusion weights need {text_dim} (SD1.5 CLIP-L). Use the SD1.5 "
+                                 f"checkpoint's CLIP.")
+        text = (torch.cat([p.pooled.reshape(1, -1).float() for p in prompts])
+                if prompts else torch.zeros(0, text_dim))
+        config = resolve_drop_config(modalities, instance_modalities(layout))
+        drop = DROP_CONFIGS[config]
+        tokens = run_position_net(patcher, build_grounding(layout, text), drop)
+
+        def single_tokens():
+            if not prompts:
+                return tokens[:0]
+            singles = [instance_grounding(layout, i, text[i]) for i in range(len(prompts))]
+            return run_position_net(patcher, stack_groundings(singles), drop)
+
+        data = InstanceConditioning(tokens=tokens, layout=layout, config=config, prompts=prompts,
+                                    _single_tokens_fn=single_tokens)
+        return (node_helpers.conditioning_set_values(positive, {COND_KEY: data}),)
+
+
+NODES = {"InstanceDiffusionConditioning": (InstanceDiffusionConditioning, "InstanceDiffusion Conditioning")}

@@ -1,0 +1,171 @@
+"""Apply UniFusion: the gated fusion layer between attn1 and attn2 of every transformer block, on a clone.
+
+Two pieces, both public ComfyUI hooks:
+- a ``CALC_COND_BATCH`` wrapper that maps each cond's ``uuid`` to the grounding tokens the tokenizer attached
+  (a cond without tokens, i.e. the negative, maps to nothing -> null grounding, as the official uncond pass);
+- a ``middle_patch`` that runs the fuser of the current block on the whole batch at once, so cond and uncond
+  stay one UNet call (16 fuser calls per step, not 32).
+"""
+from __future__ import annotations
+
+import torch
+
+import comfy.patcher_extension
+
+from ..instancediffusion_core.schedule import grounding_scale
+from .instance_cond import COND_KEY
+from .topology import unet_topology
+from .types import INSTANCEDIFFUSION, weights_of
+
+TABLE_KEY = "instance_diffusion_tokens"          # transformer_options: uuid -> tokens [1|B, T, D]
+SCHEDULE_KEY = "instance_diffusion_schedule"     # transformer_options: full sigma schedule (set by the MIS sampler)
+WRAPPER_KEY = "instance_diffusion"
+
+
+def token_table_wrapper(executor, model, conds, x_in, timestep, model_options, *args, **kwargs):
+    """Publish {cond uuid: tokens} for this batch in a copy of transformer_options (never the caller's dict)."""
+    table = {}
+    for group in conds:
+        for c in group or ():
+            data = c.get(COND_KEY)
+            if data is not None and "uuid" in c:
+                table[c["uuid"]] = data.tokens
+    model_options = dict(model_options)
+    to = dict(model_options.get("transformer_options", {}))
+    to[TABLE_KEY] = table
+    model_options["transformer_options"] = to
+    return executor(model, conds, x_in, timestep, model_options, *args, **kwargs)
+
+
+class UniFusionPatch:
+    """``middle_patch``: x -> fuser(x, tokens of each batch chunk, scale of the current step)."""
+
+    def __init__(self, weights_patcher, topology, strength: float, start: float, end: float):
+        self.weights_patcher = weights_patcher
+        self.prefix_by_block = dict(topology.prefix_by_block)
+        self.strength = float(strength)
+        self.start = float(start)
+        self.end = float(end)
+        self._null = None          # null tokens (CPU float32), computed once per patch
+        self._objs_cache = None    # (key, objs) reused by the 16 blocks of one UNet call
+
+    # MODEL_PATCH protocol: ComfyUI loads/offloads the weights together with the UNet.
+    def to(self, *_args, **_kwargs):
+        return self
+
+    def __deepcopy__(self, memo):
+        # ModelPatcher.clone() deep-copies model_options; the patch is read-only after construction, so every
+        # clone may share it (a deep copy would duplicate the ~370M add-on parameters on each clone).
+        return self
+
+    def models(self):
+        return [self.weights_patcher]
+
+    @property
+    def addons(self):
+        return self.weights_patcher.model
+
+    def null_tokens(self) -> torch.Tensor:
+        if self._null is None:
+            with torch.no_grad():
+                self._null = self.addons.position_net.null_tokens(batch=1).float().cpu()
+        return self._null
+
+    def scale_at(self, extra_options) -> float:
+        if self.strength == 0.0:
+            return 0.0
+        sigmas = extra_options.get("sigmas")
+        schedule = extra_options.get(SCHEDULE_KEY, extra_options.get("sample_sigmas"))
+        if sigmas is None or schedule is None:
+            return self.strength
+        return grounding_scale(float(sigmas.reshape(-1)[0]), schedule, self.start, self.end, self.strength)
+
+    def _objs(self, x: torch.Tensor, extra_options) -> torch.Tensor:
+        uuids = list(extra_options.get("uuids") or [None])
+        table = extra_options.get(TABLE_KEY) or {}
+        key = (tuple(uuids), id(table), x.shape[0], x.device, x.dtype)
+        if self._objs_cache is not None and self._objs_cache[0] == key:
+            return self._objs_cache[1]
+        chunk = x.shape[0] // len(uuids)
+        parts = []
+        for u in uuids:
+            tokens = table.get(u)
+            if tokens is None:
+                tokens = self.null_tokens()
+            if tokens.shape[0] != chunk:
+                tokens = tokens[:1].expand(chunk, -1, -1)
+            parts.append(tokens)
+        objs = torch.cat(parts).to(device=x.device)
+        self._objs_cache = (key, objs)
+        return objs
+
+    def __call__(self, x, extra_options):
+        block = extra_options.get("block")
+        if block is None:
+            return x
+        prefix = self.prefix_by_block.get((block[0], block[1], extra_options.get("block_index", 0)))
+        fuser = self.addons.fuser(prefix) if prefix is not None else None
+        if fuser is None:
+            return x
+        scale = self.scale_at(extra_options)
+        if scale == 0.0:          # identical output to running the fuser at scale 0: skip the work
+            return x
+        return fuser(x, self._objs(x, extra_options), scale=scale)
+
+
+def remove_instance_patches(model_options: dict, cls) -> None:
+    """Drop earlier patches of our own class from a clone, so applying twice replaces instead of stacking."""
+    patches = model_options.get("transformer_options", {}).get("patches", {})
+    for name, plist in list(patches.items()):
+        kept = [p for p in plist if not isinstance(p, cls)]
+        if kept:
+            patches[name] = kept
+        else:
+            del patches[name]
+
+
+class ApplyUniFusion:
+    DESCRIPTION = ("Adds InstanceDiffusion's UniFusion layer (gated self-attention over the 184 grounding tokens) "
+                   "to every transformer block of an SD1.5 UNet, on a copy of the model. Connect a conditioning "
+                   "from 'InstanceDiffusion Conditioning' as the positive; the negative automatically gets the "
+                   "official null grounding.")
+    CATEGORY = "instance_diffusion"
+    FUNCTION = "apply"
+    RETURN_TYPES = ("MODEL",)
+    OUTPUT_TOOLTIPS = ("A patched copy of the model; the input model is left unchanged.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "An SD1.5-family model (the InstanceDiffusion weights are SD1.5 only)."}),
+            "instdiff": (INSTANCEDIFFUSION, {"tooltip": "Weights from 'Load InstanceDiffusion'."}),
+            "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05,
+                                   "tooltip": "Multiplies the fusion layers' output (official: 1.0). 0 switches "
+                                              "grounding off; values above ~1.5 tend to break images."}),
+            "start": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                "tooltip": "Fraction of the sampling steps after which grounding starts (official: 0)."}),
+            "end": ("FLOAT", {"default": 0.8, "min": 0.0, "max": 1.0, "step": 0.01,
+                              "tooltip": "Grounding runs on the first int(end * steps) steps, then the fusion layers "
+                                         "are skipped (the official 'alpha'; README 0.8, inference.py 0.75). Raise it "
+                                         "for tighter placement, lower it for more freedom."}),
+        }}
+
+    def apply(self, model, instdiff, strength, start, end):
+        patcher = weights_of(instdiff)
+        addons = patcher.model
+        if addons.position_net is None:
+            raise ValueError("These InstanceDiffusion weights have no position net (position_net.*), which "
+                             "UniFusion needs for the null grounding. Load the full add-on file.")
+        if end < start:
+            raise ValueError(f"end ({end}) is before start ({start}); set end >= start.")
+        topo = unet_topology(model)
+        addons.check_compatible(topo.fuser_widths, {}, topo.context_dim)
+        m = model.clone()
+        remove_instance_patches(m.model_options, UniFusionPatch)
+        m.set_model_patch(UniFusionPatch(patcher, topo, strength, start, end), "middle_patch")
+        m.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, WRAPPER_KEY)
+        m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, WRAPPER_KEY, token_table_wrapper)
+        return (m,)
+
+
+NODES = {"ApplyUniFusion": (ApplyUniFusion, "Apply UniFusion (InstanceDiffusion)")}
