@@ -71,7 +71,7 @@ class LoadLayout:
         else:
             raise ValueError("Load Layout: choose a layout file or paste layout JSON into json_text.")
         loaded = load_layout(source, bbox_format=bbox_format, truncate=truncate)
-        report = "\n".join([f"bbox format: {loaded.bbox_format_used}"] + list(loaded.warnings))
+        report = "\n".join(loaded.warnings) or f"bbox format: {loaded.bbox_format_used}"
         return (loaded.layout, loaded.caption, report)
 
 

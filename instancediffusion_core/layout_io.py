@@ -1,0 +1,353 @@
+"""The official InstanceDiffusion layout JSON in and out.
+
+Format (the official ``inference.py`` demos)::
+
+    {"caption": str, "width": W, "height": H,
+     "annos": [{"caption": str,                      # required
+                "bbox": [x, y, w, h],                # pixels (official); LLM layouts often write [x1, y1, x2, y2]
+                "mask": {"size": [h, w], "counts": str | [int]} | [[x1, y1, x2, y2, ...], ...] | [],
+                "point": [x, y],
+                "scribble": [[x, y], ...] or [x1, y1, x2, y2, ...],
+                "category_name": str}, ...]}
+
+Loading is lenient where the real files need it and strict elsewhere:
+- ``bbox_format="auto"`` decides per file: a reading under which some box leaves the canvas (or has no size)
+  while the other reading fits every box is impossible; when both fit, the official ``xywh`` is assumed; when
+  neither fits every box, the reading with fewer misfits wins. The decision and its reason go to ``warnings``.
+- boxes reaching outside the canvas are clipped to it; boxes without area are dropped (the official rose-garden
+  demo has ``[0, 512, 0, 0]``); an entry left without any location is skipped. All with a warning.
+- unknown keys are ignored with a warning; a non-positive box size after the format is applied, a point or
+  scribble outside the canvas, a mask of another size than the canvas, bad numbers or JSON syntax errors raise
+  ``LayoutError`` naming ``annos[i]``, the field, the value and the fix.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .layout import Instance, Layout, LayoutError, MAX_INSTANCES, check_instance
+from .mask_geometry import mask_extent
+from .rle import RLEError, decode_rle, encode_rle, rasterize_polygons
+
+BBOX_FORMATS = ("auto", "xywh", "xyxy")
+_TOP_KEYS = {"caption", "width", "height", "annos"}
+_ANNO_KEYS = {"caption", "bbox", "mask", "point", "scribble", "category_name"}
+
+
+@dataclass(frozen=True)
+class LoadedLayout:
+    """A loaded layout file: the layout, its global caption, what was decided/ignored, and the box format used
+    (``"xywh"``, ``"xyxy"``, or ``"none"`` when ``auto`` found no box to decide on)."""
+    layout: Layout
+    caption: str
+    warnings: list[str] = field(default_factory=list)
+    bbox_format_used: str = "xywh"
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+def _read_source(source: Any) -> tuple[Any, str]:
+    """(parsed JSON, a name for messages) from a dict, a JSON string or a path."""
+    if isinstance(source, dict):
+        return source, "layout"
+    if isinstance(source, bytes):
+        source = source.decode("utf-8-sig")
+    if isinstance(source, str) and source.lstrip().startswith(("{", "[")):
+        return _parse_json(source, "layout JSON"), "layout JSON"
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        name = os.path.basename(path) or path
+        if not os.path.isfile(path):
+            raise LayoutError(f"layout file {path!r} not found; give the path of a .json layout or paste the JSON "
+                              f"text itself")
+        with open(path, encoding="utf-8-sig") as f:
+            return _parse_json(f.read(), name), name
+    raise LayoutError(f"layout source: expected a file path, JSON text or a dict, got {type(source).__name__}")
+
+
+def _parse_json(text: str, name: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise LayoutError(f"{name}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}; fix the syntax "
+                          f"there (often a missing comma, quote or bracket)") from None
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _numbers(value: Any, count: int | None, where: str, what: str) -> list[float]:
+    if not isinstance(value, (list, tuple)) or (count is not None and len(value) != count) \
+            or not all(_is_number(v) for v in value):
+        raise LayoutError(f"{where}: {value!r:.80} is not {what}")
+    return [float(v) for v in value]
+
+
+def _canvas_size(data: dict, key: str, name: str) -> int:
+    if key not in data:
+        raise LayoutError(f"{name}: '{key}' is missing; add \"{key}\": <pixels>, the canvas size the coordinates "
+                          f"refer to")
+    v = data[key]
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise LayoutError(f"{name}: '{key}' is {v!r:.40}; it must be a positive whole number of pixels, e.g. 512")
+    return v
+
+
+# ------------------------------------------------------------------------------------------------ boxes
+
+def _box_misfit(b: list[float], fmt: str, w: int, h: int) -> str | None:
+    """Why box ``b`` does not fit the canvas when read as ``fmt`` (None if it fits)."""
+    if fmt == "xywh":
+        x0, y0, x1, y1 = b[0], b[1], b[0] + b[2], b[1] + b[3]
+        size = ("width", b[2], "height", b[3])
+    else:
+        x0, y0, x1, y1 = b
+        size = ("x2 - x1", b[2] - b[0], "y2 - y1", b[3] - b[1])
+    if size[1] <= 0 or size[3] <= 0:
+        return f"{size[0]} = {size[1]:g}, {size[2]} = {size[3]:g} (no area)"
+    if x0 < 0 or y0 < 0:
+        return f"starts at x = {x0:g}, y = {y0:g} (negative)"
+    if x1 > w:
+        return f"ends at x = {x1:g} > width {w}"
+    if y1 > h:
+        return f"ends at y = {y1:g} > height {h}"
+    return None
+
+
+_READING = {"xywh": "[x, y, w, h]", "xyxy": "[x1, y1, x2, y2]"}
+
+
+def decide_bbox_format(boxes: dict[int, list[float]], width: int, height: int) -> tuple[str, str]:
+    """Per-file choice between ``xywh`` and ``xyxy`` for ``{anno index: raw box}``; returns (format, reason)."""
+    if not boxes:
+        return "none", "bbox format: no boxes in the file, nothing to decide"
+    misfits = {fmt: {i: m for i, b in boxes.items() if (m := _box_misfit(b, fmt, width, height))}
+               for fmt in ("xywh", "xyxy")}
+    n = len(boxes)
+
+    def example(fmt):
+        i, why = next(iter(misfits[fmt].items()))
+        return f"e.g. annos[{i}] {[_num(v) for v in boxes[i]]} as {_READING[fmt]} {why}"
+
+    bad_wh, bad_xy = len(misfits["xywh"]), len(misfits["xyxy"])
+    canvas = f"the {width}x{height} canvas"
+    if bad_wh == 0 and bad_xy == 0:
+        return "xywh", (f"bbox format: xywh (auto): all {n} boxes fit {canvas} in both readings; assumed the official "
+                        f"[x, y, w, h]. Use bbox_format 'xyxy' if the numbers are corners")
+    if bad_wh == 0:
+        return "xywh", (f"bbox format: xywh (auto): all {n} boxes fit {canvas} as the official [x, y, w, h]; as "
+                        f"[x1, y1, x2, y2] {bad_xy} of {n} would not ({example('xyxy')})")
+    if bad_xy == 0:
+        return "xyxy", (f"bbox format: xyxy (auto): all {n} boxes fit {canvas} as [x1, y1, x2, y2]; the official "
+                        f"[x, y, w, h] is impossible: {bad_wh} of {n} would not fit ({example('xywh')})")
+    fmt = "xywh" if bad_wh <= bad_xy else "xyxy"
+    return fmt, (f"bbox format: {fmt} (auto): no reading fits every box ({bad_wh} of {n} misfit as [x, y, w, h], "
+                 f"{bad_xy} as [x1, y1, x2, y2]); chose the one with fewer misfits ({example(fmt)}); misfits are "
+                 f"clipped to the canvas or dropped, see below")
+
+
+def _num(v: float):
+    return int(v) if float(v).is_integer() else v
+
+
+def _fit_box(i: int, raw: list[float], fmt: str, width: int, height: int, name: str,
+             warnings: list[str]) -> tuple[float, float, float, float] | None:
+    """Raw box -> corners on the canvas (clipped, with a warning), or None when nothing of it is on the canvas."""
+    if fmt == "xyxy":
+        x0, y0, x1, y1 = raw
+    else:
+        x0, y0, x1, y1 = raw[0], raw[1], raw[0] + raw[2], raw[1] + raw[3]
+    shown = [_num(v) for v in raw]
+    if x1 < x0 or y1 < y0:
+        other = "xyxy" if fmt == "xywh" else "xywh"
+        raise LayoutError(f"{name}: annos[{i}] bbox {shown} has negative size when read as {_READING[fmt]}; fix the "
+                          f"numbers, or load with bbox_format '{other}' if the file uses {_READING[other]}")
+    cx0, cy0 = min(max(x0, 0.0), width), min(max(y0, 0.0), height)
+    cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
+    if cx1 <= cx0 or cy1 <= cy0:
+        warnings.append(f"annos[{i}]: bbox {shown} ({fmt}) has no area on the {width}x{height} canvas; box ignored")
+        return None
+    if (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1):
+        warnings.append(f"annos[{i}]: bbox {shown} ({fmt}) reaches outside the {width}x{height} canvas; clipped to "
+                        f"corners {[_num(v) for v in (cx0, cy0, cx1, cy1)]}")
+    return cx0, cy0, cx1, cy1
+
+
+# ------------------------------------------------------------------------------------------------ other fields
+
+def _read_mask(i: int, value: Any, width: int, height: int, name: str, warnings: list[str]) -> np.ndarray | None:
+    where = f"{name}: annos[{i}] mask"
+    if value is None or (isinstance(value, (list, tuple)) and len(value) == 0):
+        return None
+    try:
+        if isinstance(value, dict):
+            size = value.get("size")
+            if isinstance(size, (list, tuple)) and list(size) != [height, width]:
+                raise LayoutError(f"{where}: RLE size {list(size)} (= [height, width]) does not match the "
+                                  f"{width}x{height} canvas; use a mask of the canvas size or fix 'width'/'height'")
+            mask = decode_rle(value)
+        elif isinstance(value, (list, tuple)):
+            polys = [value] if all(_is_number(v) for v in value) else value
+            mask = rasterize_polygons(polys, height, width)
+        else:
+            raise LayoutError(f"{where}: {type(value).__name__} is not a mask; use COCO RLE {{'size': [h, w], "
+                              f"'counts': ...}}, a COCO polygon list [[x1, y1, x2, y2, ...]] or []")
+    except RLEError as e:
+        raise LayoutError(f"{where}: {e}") from None
+    if not mask.any():
+        warnings.append(f"annos[{i}]: mask has no pixel set; mask ignored")
+        return None
+    return mask
+
+
+def _read_scribble(i: int, value: Any, name: str) -> tuple[tuple[float, float], ...] | None:
+    if value is None or (isinstance(value, (list, tuple)) and len(value) == 0):
+        return None
+    where = f"{name}: annos[{i}] scribble"
+    what = "a list of [x, y] pairs (or a flat list x1, y1, x2, y2, ...) of numbers"
+    if not isinstance(value, (list, tuple)):
+        raise LayoutError(f"{where}: {value!r:.80} is not {what}")
+    if all(isinstance(p, (list, tuple)) for p in value):
+        pts = [tuple(_numbers(p, 2, where, what)) for p in value]
+    else:
+        flat = _numbers(value, None, where, what)
+        if len(flat) % 2:
+            raise LayoutError(f"{where}: {len(flat)} numbers is not a list of x, y pairs; give an even count")
+        pts = [(flat[j], flat[j + 1]) for j in range(0, len(flat), 2)]
+    return tuple(pts)
+
+
+def _read_optional_pair(i: int, anno: dict, key: str, name: str) -> tuple[float, float] | None:
+    value = anno.get(key)
+    if value is None or (isinstance(value, (list, tuple)) and len(value) == 0):
+        return None
+    return tuple(_numbers(value, 2, f"{name}: annos[{i}] {key}", "[x, y]: 2 finite numbers in pixels"))
+
+
+def _unknown_keys_warning(unknown: dict[str, list[int]]) -> str:
+    parts = [f"'{k}' (annos {', '.join(map(str, idx[:5]))}{', ...' if len(idx) > 5 else ''})"
+             for k, idx in sorted(unknown.items())]
+    return f"ignored unknown instance keys: {', '.join(parts)}"
+
+
+# ------------------------------------------------------------------------------------------------ public API
+
+def load_layout(source: Any, bbox_format: str = "auto", truncate: bool = False) -> LoadedLayout:
+    """Load a layout from a path, JSON text or a dict in the official demo format (see the module docstring).
+
+    Raises ``LayoutError`` for invalid files; error messages name ``annos[i]`` (the position in the file)."""
+    if bbox_format not in BBOX_FORMATS:
+        raise LayoutError(f"bbox_format: {bbox_format!r} is not one of {', '.join(BBOX_FORMATS)}; use 'xywh' for "
+                          f"official [x, y, w, h] boxes, 'xyxy' for corners, or 'auto'")
+    data, name = _read_source(source)
+    if not isinstance(data, dict):
+        raise LayoutError(f"{name}: the top level is a {type(data).__name__}; a layout is a JSON object with "
+                          f"'caption', 'width', 'height' and 'annos'")
+    warnings: list[str] = []
+    extra = sorted(set(data) - _TOP_KEYS)
+    if extra:
+        warnings.append(f"ignored unknown top-level keys: {', '.join(repr(k) for k in extra)}")
+    width, height = _canvas_size(data, "width", name), _canvas_size(data, "height", name)
+    caption = data.get("caption", "")
+    if caption is None:
+        caption = ""
+    if not isinstance(caption, str):
+        raise LayoutError(f"{name}: 'caption' is {caption!r:.40}; the global caption must be text")
+    annos = data.get("annos")
+    if not isinstance(annos, list):
+        raise LayoutError(f"{name}: 'annos' is {'missing' if annos is None else type(annos).__name__}; it must be a "
+                          f"list of instances [{{\"caption\": ..., \"bbox\": [x, y, w, h]}}, ...]")
+
+    unknown: dict[str, list[int]] = {}
+    raw_boxes: dict[int, list[float]] = {}
+    for i, anno in enumerate(annos):
+        if not isinstance(anno, dict):
+            raise LayoutError(f"{name}: annos[{i}] is a {type(anno).__name__}; each instance is an object "
+                              f"{{\"caption\": ..., \"bbox\": [x, y, w, h], ...}}")
+        for k in set(anno) - _ANNO_KEYS:
+            unknown.setdefault(k, []).append(i)
+        box = anno.get("bbox")
+        if box is not None and not (isinstance(box, (list, tuple)) and len(box) == 0):
+            raw_boxes[i] = _numbers(box, 4, f"{name}: annos[{i}] bbox", "4 finite numbers [x, y, w, h]")
+    if unknown:
+        warnings.append(_unknown_keys_warning(unknown))
+
+    if bbox_format == "auto":
+        fmt, reason = decide_bbox_format(raw_boxes, width, height)
+        warnings.append(reason)
+    else:
+        fmt = bbox_format
+
+    instances = []
+    for i, anno in enumerate(annos):
+        cap = anno.get("caption")
+        if not isinstance(cap, str) or not cap.strip():
+            raise LayoutError(f"{name}: annos[{i}] caption is {'missing' if cap is None else repr(cap)[:40]}; every "
+                              f"instance needs a phrase such as \"a red car\"")
+        category = anno.get("category_name") or ""
+        inst = Instance(
+            caption=cap,
+            bbox=_fit_box(i, raw_boxes[i], fmt, width, height, name, warnings) if i in raw_boxes else None,
+            point=_read_optional_pair(i, anno, "point", name),
+            scribble=_read_scribble(i, anno.get("scribble"), name),
+            mask=_read_mask(i, anno.get("mask"), width, height, name, warnings),
+            category=category if isinstance(category, str) else str(category),
+        )
+        if not inst.modalities():
+            warnings.append(f"annos[{i}] ({cap[:40]!r}): no usable location (box, point, scribble or mask); "
+                            f"instance skipped")
+            continue
+        try:
+            check_instance(inst, i, width, height)
+        except LayoutError as e:
+            raise LayoutError(f"{name}: {str(e).replace(f'instance {i} ', f'annos[{i}] ', 1)}") from None
+        instances.append(inst)
+
+    if len(instances) > MAX_INSTANCES:
+        if not truncate:
+            raise LayoutError(f"{name}: {len(instances)} instances but the model has {MAX_INSTANCES} slots; remove "
+                              f"{len(instances) - MAX_INSTANCES}, or load with truncate=True to keep the first "
+                              f"{MAX_INSTANCES}")
+        warnings.append(f"{len(instances)} instances; kept the first {MAX_INSTANCES} (the model has {MAX_INSTANCES} "
+                        f"slots), dropped {len(instances) - MAX_INSTANCES}")
+        instances = instances[:MAX_INSTANCES]
+    if not instances:
+        warnings.append("no instances: the layout is empty")
+    layout = Layout(width=width, height=height, caption=caption, instances=tuple(instances))
+    return LoadedLayout(layout=layout, caption=caption, warnings=warnings, bbox_format_used=fmt)
+
+
+def layout_to_official(layout: Layout) -> dict:
+    """A layout as an official-format dict: boxes ``[x, y, w, h]``, masks as compressed COCO RLE, points
+    ``[x, y]``, scribbles as ``[[x, y], ...]``. A mask-only instance gets its mask's extent as ``bbox`` (as COCO
+    and the official ``inference.py`` expect), so it loads back with that box; everything else round-trips."""
+    annos = []
+    for inst in layout.instances:
+        anno: dict[str, Any] = {"caption": inst.caption}
+        box = inst.bbox if inst.bbox is not None else (mask_extent(inst.mask) if inst.mask is not None else None)
+        if box is not None:
+            x0, y0, x1, y1 = box
+            anno["bbox"] = [_num(x0), _num(y0), _num(x1 - x0), _num(y1 - y0)]
+        anno["mask"] = encode_rle(inst.mask) if inst.mask is not None else []
+        if inst.point is not None:
+            anno["point"] = [_num(v) for v in inst.point]
+        if inst.scribble is not None:
+            anno["scribble"] = [[_num(x), _num(y)] for x, y in inst.scribble]
+        anno["category_name"] = inst.category
+        annos.append(anno)
+    return {"caption": layout.caption, "width": layout.width, "height": layout.height, "annos": annos}
+
+
+def save_layout(layout: Layout, path: str | os.PathLike) -> None:
+    """Write ``layout_to_official(layout)`` as JSON (UTF-8)."""
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(layout_to_official(layout), f, ensure_ascii=False, indent=1)
+        f.write("\n")

@@ -1,0 +1,184 @@
+// Browser end-to-end run of the Instance Layout Editor against a running ComfyUI (started by test_editor_e2e.py).
+// Drives Chromium with real mouse and keyboard input: adds the node (+ a background and a consumer), draws a box, a
+// point, a scribble and a brushed mask, types prompts and the caption, checks Delete / Ctrl+Z / Ctrl+Y, queues the
+// prompt, waits for the run and takes a screenshot. Prints one JSON object with what it saw on stdout.
+//
+// usage: node editor_e2e.mjs <comfyui url> <screenshot.png> [chromium executable]
+
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { chromium } from "playwright-core";
+
+const [url, screenshotPath, executable = process.env.CHROMIUM_PATH || "/usr/bin/chromium"] = process.argv.slice(2);
+if (!url || !screenshotPath) {
+  console.error("usage: node editor_e2e.mjs <comfyui url> <screenshot.png> [chromium executable]");
+  process.exit(2);
+}
+
+// Canvas size of the editor in this test and what is drawn (layout pixels).
+const W = 512;
+const H = 384;
+const BOX = [[60, 50], [260, 300]];
+const POINT = [400, 120];
+const SCRIBBLE = [[300, 330], [340, 300], [390, 320], [440, 290], [490, 340]];
+const BRUSH = [[420, 200], [470, 230]];
+const PROMPTS = { box: "a red fox", point: "a yellow bird", scribble: "a winding path", brush: "a small pond" };
+const CAPTION = "a fox and a bird in a meadow";
+
+const log = [];
+const step = (msg) => log.push(`${new Date().toISOString().slice(11, 19)} ${msg}`);
+const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "instdiff-e2e-chromium-"));
+const context = await chromium.launchPersistentContext(userDataDir, {
+  executablePath: executable,
+  headless: true,
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  viewport: { width: 1500, height: 1000 },
+});
+const page = context.pages()[0] ?? (await context.newPage());
+const pageErrors = [];
+page.on("pageerror", (e) => pageErrors.push(e.message));
+page.on("console", (m) => {
+  if (m.type() === "error" && m.text().includes("instdiff")) pageErrors.push(m.text());
+});
+
+const result = { ok: false, log, pageErrors };
+try {
+  // a fresh user: skip the first-run template browser
+  await page.request.post(new URL("api/settings/Comfy.TutorialCompleted", url).href, { data: true });
+  await page.goto(url, { waitUntil: "domcontentloaded" });
+  await page.waitForFunction(() => {
+    const app = window.comfyAPI?.app?.app;
+    return app?.graph && app.extensions?.some((e) => e.name === "comfyui-instdiff.InstanceLayoutEditor");
+  }, null, { timeout: 120000 });
+  step("frontend loaded, extension registered");
+  await page.keyboard.press("Escape");
+  await page.waitForTimeout(500);
+
+  // the graph: EmptyImage -> editor.background; editor.layout -> Layout Preview (over the same image) -> Preview Image
+  result.nodeIds = await page.evaluate(({ W, H }) => {
+    const app = window.comfyAPI.app.app;
+    const LG = window.LiteGraph;
+    app.graph.clear();
+    const add = (type, pos) => {
+      const node = LG.createNode(type);
+      node.pos = pos;
+      app.graph.add(node);
+      return node;
+    };
+    const setWidget = (node, name, value) => { node.widgets.find((w) => w.name === name).value = value; };
+    const bg = add("EmptyImage", [20, 420]);
+    setWidget(bg, "width", W);
+    setWidget(bg, "height", H);
+    setWidget(bg, "color", 0x5a7d9a);
+    const editor = add("InstanceLayoutEditor", [300, 20]);
+    setWidget(editor, "width", W);
+    setWidget(editor, "height", H);
+    editor.setSize([620, 760]);
+    const preview = add("InstanceLayoutPreview", [960, 20]);
+    const out = add("PreviewImage", [960, 200]);
+    out.setSize([400, 400]);
+    bg.connect(0, editor, editor.inputs.findIndex((i) => i.name === "background"));
+    editor.connect(0, preview, preview.inputs.findIndex((i) => i.name === "layout"));
+    bg.connect(0, preview, preview.inputs.findIndex((i) => i.name === "image"));
+    preview.connect(0, out, 0);
+    app.canvas.ds.scale = 0.9; // not 1: pointer mapping must undo the zoom transform of DOM widgets
+    app.canvas.ds.offset = [10, 30];
+    app.canvas.setDirty(true, true);
+    return { background: String(bg.id), editor: String(editor.id), preview: String(preview.id), output: String(out.id) };
+  }, { W, H });
+  await page.waitForSelector(".instdiff-le canvas", { state: "visible", timeout: 20000 });
+  await page.waitForTimeout(800);
+  step("graph built, editor visible");
+
+  const editorState = () => page.evaluate((id) => {
+    const node = window.comfyAPI.app.app.graph.getNodeById(Number(id));
+    const view = node.instdiffEditor.view;
+    return { text: node.widgets.find((w) => w.name === "layout_json").value, selected: view.selected,
+      status: view.status.textContent, nodes: window.comfyAPI.app.app.graph._nodes.length };
+  }, result.nodeIds.editor);
+
+  /** Screen position of a layout pixel, from the canvas element's on-screen rectangle and the editor's view. */
+  const toScreen = async ([x, y]) => page.evaluate(({ id, x, y }) => {
+    const view = window.comfyAPI.app.app.graph.getNodeById(Number(id)).instdiffEditor.view;
+    const c = view.canvas;
+    const r = c.getBoundingClientRect();
+    const k = r.width / c.clientWidth;
+    return [r.left + (view.view.ox + x * view.view.scale) * k, r.top + (view.view.oy + y * view.view.scale) * k];
+  }, { id: result.nodeIds.editor, x, y });
+  const tool = async (name) => page.locator(".instdiff-le button", { hasText: new RegExp(`^${name}$`) }).click();
+  const drag = async (points, steps = 6) => {
+    const first = await toScreen(points[0]);
+    await page.mouse.move(...first);
+    await page.mouse.down();
+    for (const p of points.slice(1)) await page.mouse.move(...(await toScreen(p)), { steps });
+    await page.mouse.up();
+  };
+
+  await tool("Box");
+  await drag(BOX, 10);
+  await page.keyboard.type(PROMPTS.box); // the new instance's prompt field has the focus
+  step("box drawn");
+  await tool("Point");
+  await page.mouse.click(...(await toScreen(POINT)));
+  await page.keyboard.type(PROMPTS.point);
+  step("point placed");
+  await tool("Scribble");
+  await drag(SCRIBBLE, 8);
+  await page.keyboard.type(PROMPTS.scribble);
+  await page.keyboard.press("Enter"); // back to the canvas
+  await page.keyboard.press("Escape"); // deselect: the brush then starts a new instance
+  step("scribble drawn");
+  await tool("Brush");
+  await drag(BRUSH, 6);
+  await page.keyboard.type(PROMPTS.brush);
+  await page.keyboard.press("Enter");
+  step("mask painted");
+  await page.locator(".instdiff-le-caption input").click();
+  await page.keyboard.type(CAPTION);
+  result.afterDrawing = await editorState();
+
+  // keyboard: Delete removes the selected instance (not the graph node), Ctrl+Z / Ctrl+Y undo and redo it
+  await tool("Select");
+  await page.mouse.click(...(await toScreen([365, 310]))); // on the scribble's 2nd segment
+  result.selectedForDelete = (await editorState()).selected;
+  await page.keyboard.press("Delete");
+  result.afterDelete = await editorState();
+  await page.keyboard.press("Control+z");
+  result.afterUndo = await editorState();
+  await page.keyboard.press("Control+y");
+  result.afterRedo = await editorState();
+  await page.keyboard.press("Control+z");
+  result.final = await editorState();
+  step("delete / undo / redo checked");
+
+  // move the box by dragging its inside, then put it back with undo
+  await page.mouse.click(...(await toScreen([160, 200])));
+  await drag([[160, 200], [200, 220]], 5);
+  result.afterMove = await editorState();
+  await page.keyboard.press("Control+z");
+  result.final = await editorState();
+
+  result.queued = await page.evaluate(() => window.comfyAPI.app.app.queuePrompt(0));
+  await page.waitForFunction((id) => {
+    const view = window.comfyAPI.app.app.graph.getNodeById(Number(id)).instdiffEditor.view;
+    return view.background?.complete && view.background.naturalWidth > 0;
+  }, result.nodeIds.editor, { timeout: 120000 });
+  step("executed: the background came back to the editor");
+  await page.waitForTimeout(1500);
+  await page.screenshot({ path: screenshotPath });
+  result.status = (await editorState()).status;
+  result.ok = true;
+} catch (e) {
+  result.error = String(e?.stack || e);
+  try {
+    await page.screenshot({ path: screenshotPath });
+  } catch {
+    // no screenshot after a crash
+  }
+} finally {
+  await context.close();
+  fs.rmSync(userDataDir, { recursive: true, force: true });
+}
+process.stdout.write(JSON.stringify(result) + "\n");

@@ -1,0 +1,111 @@
+"""End to end: the layout editor in a real browser against the real ComfyUI server.
+
+Needs COMFYUI_PATH (a ComfyUI checkout), Chromium (Debian's `chromium`, or CHROMIUM_PATH), Node.js and the
+repo's node_modules (`npm install`: playwright-core drives the installed Chromium, nothing is downloaded).
+Optional: COMFYUI_FRONTEND_ROOT to serve another frontend build (`--front-end-root`), INSTDIFF_E2E_SCREENSHOT for
+the screenshot path (default: <system temp>/instdiff-e2e/editor.png, outside the repo).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from comfy_server import REPO, ComfyServer, is_comfyui_root
+
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "editor_e2e.mjs")
+WEB_JS = sorted(f for f in os.listdir(os.path.join(REPO, "web", "js")) if f.endswith(".js"))
+
+
+def _missing() -> str | None:
+    host = os.environ.get("COMFYUI_PATH", "").strip()
+    if not host:
+        return "COMFYUI_PATH is not set: point it at a ComfyUI checkout to run the browser test"
+    if not is_comfyui_root(host):
+        return f"COMFYUI_PATH={host!r} is not a ComfyUI checkout (needs main.py and comfy/)"
+    chromium = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium or not os.access(chromium, os.X_OK):
+        return "Chromium not found: apt-get install chromium (or set CHROMIUM_PATH)"
+    if not shutil.which("node"):
+        return "Node.js not found: the browser is driven by a Node script (playwright-core)"
+    if not os.path.isdir(os.path.join(REPO, "node_modules", "playwright-core")):
+        return "node_modules/playwright-core missing: run `npm install` in the repo root"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = ComfyServer(os.environ["COMFYUI_PATH"], str(tmp_path_factory.mktemp("comfy_e2e")),
+                      frontend_root=os.environ.get("COMFYUI_FRONTEND_ROOT") or None)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_pack_loads_and_every_script_is_listed_once(server):
+    info = server.get_json("object_info/InstanceLayoutEditor")["InstanceLayoutEditor"]
+    assert info["category"] == "instance_diffusion/layout"
+    assert list(info["input"]["required"]) == ["width", "height", "layout_json"]
+    listed = [p for p in server.get_json("extensions") if "instdiff" in p.split("/")[2]]
+    names = [p.rsplit("/", 1)[1] for p in listed]
+    assert sorted(names) == WEB_JS, f"/extensions lists {listed}"   # each file once: no second web directory
+
+
+def _by_caption(annos):
+    return {a["caption"]: a for a in annos}
+
+
+def test_draw_in_the_browser_and_run(server):
+    shot = os.environ.get("INSTDIFF_E2E_SCREENSHOT") or os.path.join(tempfile.gettempdir(), "instdiff-e2e",
+                                                                     "editor.png")
+    os.makedirs(os.path.dirname(shot), exist_ok=True)
+    chromium = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or shutil.which("chromium-browser")
+    proc = subprocess.run(["node", SCRIPT, server.url, shot, chromium], capture_output=True, text=True,
+                          timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"screenshot: {shot}\n" + "\n".join(result.get("log", [])))
+    assert result["ok"], f"{result.get('error')}\nlog: {result.get('log')}\nserver log:\n{server.log_tail()}"
+    assert not result["pageErrors"], result["pageErrors"]
+
+    # what the editor wrote into layout_json while drawing
+    drawn = json.loads(result["afterDrawing"]["text"])
+    assert drawn["caption"] == "a fox and a bird in a meadow" and (drawn["width"], drawn["height"]) == (512, 384)
+    annos = _by_caption(drawn["annos"])
+    assert set(annos) == {"a red fox", "a yellow bird", "a winding path", "a small pond"}
+    assert len(annos["a winding path"]["scribble"]) == 20
+    assert annos["a small pond"]["mask"]["size"] == [384, 512]
+
+    # Delete removes the selected instance (not the graph node); Ctrl+Z / Ctrl+Y undo and redo it
+    n_nodes = result["afterDrawing"]["nodes"]
+    assert result["selectedForDelete"] == 2
+    assert [len(json.loads(result[k]["text"])["annos"]) for k in ("afterDelete", "afterUndo", "afterRedo")] == [3, 4, 3]
+    assert result["afterDelete"]["nodes"] == n_nodes
+    moved = _by_caption(json.loads(result["afterMove"]["text"])["annos"])["a red fox"]["bbox"]
+    final = json.loads(result["final"]["text"])
+    assert final == drawn                                            # undo brought back the scribble and the box
+    box = annos["a red fox"]["bbox"]
+    assert abs(moved[0] - box[0] - 40) <= 2 and abs(moved[1] - box[1] - 20) <= 2 and moved[2:] == box[2:]
+
+    # the executed prompt: the node validated the same JSON and returned the drawn geometry in canvas pixels
+    history = server.wait_for_history()
+    (entry,) = history.values()
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    outputs = entry["outputs"]
+    ui = outputs[result["nodeIds"]["editor"]]
+    executed = _by_caption(ui["instdiff_layout"][0]["annos"])
+    x, y, w, h = executed["a red fox"]["bbox"]
+    assert abs(x - 60) <= 2 and abs(y - 50) <= 2 and abs(w - 200) <= 3 and abs(h - 250) <= 3, (x, y, w, h)
+    px, py = executed["a yellow bird"]["point"]
+    assert abs(px - 400) <= 2 and abs(py - 120) <= 2, (px, py)
+    assert len(executed["a winding path"]["scribble"]) == 20
+    assert executed["a small pond"]["mask"]["counts"] == annos["a small pond"]["mask"]["counts"]
+    assert ui["instdiff_background"][0]["type"] == "temp"
+    assert outputs[result["nodeIds"]["output"]]["images"], "the layout preview did not reach Preview Image"

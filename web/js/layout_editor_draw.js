@@ -1,0 +1,229 @@
+// Rendering of the layout editor canvas: background, each instance in its colour (mask fill, box, scribble,
+// point, label), the selection with its box handles, and the shape being drawn. Only reads state; all
+// coordinates in the document are layout pixels and are mapped through the view (geometry.fitView).
+
+import { handlePositions, layoutToView, pointsBounds } from "./geometry.js";
+import { annoBox, annoPoint, annoScribble, instanceColour } from "./layout_doc.js";
+import { maskBounds } from "./mask_bitmap.js";
+
+const MASK_ALPHA = 0.4;
+const rgb = (c, a = 1) => `rgba(${c[0]}, ${c[1]}, ${c[2]}, ${a})`;
+
+/** A canvas (layout size) holding a mask bitmap painted in `colour`; drawn scaled over the view. */
+export function maskLayer(bits, width, height, colour) {
+  const layer = document.createElement("canvas");
+  layer.width = width;
+  layer.height = height;
+  const ctx = layer.getContext("2d");
+  const image = ctx.createImageData(width, height);
+  const px = image.data;
+  for (let i = 0; i < bits.length; i++) {
+    if (bits[i]) {
+      px[4 * i] = colour[0];
+      px[4 * i + 1] = colour[1];
+      px[4 * i + 2] = colour[2];
+      px[4 * i + 3] = 255;
+    }
+  }
+  ctx.putImageData(image, 0, 0);
+  return layer;
+}
+
+function labelAnchor(anno, bits, width, height) {
+  const box = annoBox(anno);
+  if (box) return [box[0], box[1]];
+  const pt = annoPoint(anno);
+  if (pt) return [pt[0] + 6, pt[1] - 18];
+  const sc = pointsBounds(annoScribble(anno));
+  if (sc) return [sc[0], sc[1]];
+  const mb = bits ? maskBounds(bits, width, height) : null;
+  return mb ? [mb[0], mb[1]] : null;
+}
+
+function drawLabel(ctx, view, text, anchor, colour) {
+  const [x, y] = layoutToView(view, anchor[0], anchor[1]);
+  ctx.font = "11px sans-serif";
+  const w = Math.min(ctx.measureText(text).width + 6, 220);
+  ctx.fillStyle = rgb(colour, 0.9);
+  ctx.fillRect(x, y, w, 15);
+  const luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2];
+  ctx.fillStyle = luminance > 140 ? "#000" : "#fff";
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(x, y, w, 15);
+  ctx.clip();
+  ctx.fillText(text, x + 3, y + 11);
+  ctx.restore();
+}
+
+function drawPolyline(ctx, view, points, close = false) {
+  ctx.beginPath();
+  points.forEach(([x, y], k) => {
+    const [vx, vy] = layoutToView(view, x, y);
+    if (k === 0) ctx.moveTo(vx, vy);
+    else ctx.lineTo(vx, vy);
+  });
+  if (close) ctx.closePath();
+}
+
+function drawHandles(ctx, view, box, colour) {
+  for (const [x, y] of Object.values(handlePositions(box))) {
+    const [vx, vy] = layoutToView(view, x, y);
+    ctx.fillStyle = "#fff";
+    ctx.strokeStyle = rgb(colour);
+    ctx.lineWidth = 1.5;
+    ctx.fillRect(vx - 4, vy - 4, 8, 8);
+    ctx.strokeRect(vx - 4, vy - 4, 8, 8);
+  }
+}
+
+function drawInstance(ctx, view, state, i) {
+  const { doc } = state;
+  const anno = doc.annos[i];
+  const colour = instanceColour(i);
+  const selected = i === state.selected;
+  const offset = selected && state.moveOffset ? state.moveOffset : [0, 0];
+  ctx.save();
+  ctx.translate(offset[0] * view.scale, offset[1] * view.scale);
+  const mask = state.maskOf(i);
+  if (mask) {
+    ctx.globalAlpha = selected ? MASK_ALPHA + 0.15 : MASK_ALPHA;
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(state.maskLayerOf(i), view.ox, view.oy, doc.width * view.scale, doc.height * view.scale);
+    ctx.globalAlpha = 1;
+  }
+  const line = selected ? 3 : 2;
+  const box = annoBox(anno);
+  if (box) {
+    const [x0, y0] = layoutToView(view, box[0], box[1]);
+    const [x1, y1] = layoutToView(view, box[2], box[3]);
+    ctx.strokeStyle = rgb(colour);
+    ctx.lineWidth = line;
+    ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
+  }
+  const sc = annoScribble(anno);
+  if (sc) {
+    ctx.strokeStyle = rgb(colour);
+    ctx.lineWidth = line + 1;
+    ctx.lineJoin = "round";
+    ctx.lineCap = "round";
+    drawPolyline(ctx, view, sc);
+    ctx.stroke();
+    for (const [x, y] of sc) {
+      const [vx, vy] = layoutToView(view, x, y);
+      ctx.fillStyle = rgb(colour);
+      ctx.beginPath();
+      ctx.arc(vx, vy, 2.5, 0, Math.PI * 2);
+      ctx.fill();
+    }
+  }
+  const pt = annoPoint(anno);
+  if (pt) {
+    const [vx, vy] = layoutToView(view, pt[0], pt[1]);
+    ctx.fillStyle = rgb(colour);
+    ctx.strokeStyle = "#fff";
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    ctx.arc(vx, vy, selected ? 7 : 6, 0, Math.PI * 2);
+    ctx.fill();
+    ctx.stroke();
+  }
+  const anchor = labelAnchor(anno, mask, doc.width, doc.height);
+  if (anchor) {
+    const caption = typeof anno.caption === "string" && anno.caption.trim() ? anno.caption : "(no prompt)";
+    drawLabel(ctx, view, `${i}: ${caption}`, anchor, colour);
+  }
+  if (selected && box && !state.moveOffset) drawHandles(ctx, view, box, colour);
+  ctx.restore();
+}
+
+function drawDraft(ctx, view, state) {
+  const d = state.draft;
+  if (!d) return;
+  const colour = instanceColour(state.draftIndex);
+  ctx.save();
+  ctx.strokeStyle = rgb(colour);
+  ctx.lineWidth = 2;
+  ctx.setLineDash([6, 4]);
+  if (d.kind === "box" && d.box) {
+    const [x0, y0] = layoutToView(view, d.box[0], d.box[1]);
+    const [x1, y1] = layoutToView(view, d.box[2], d.box[3]);
+    ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
+  } else if (d.kind === "scribble" && d.points.length > 1) {
+    ctx.setLineDash([]);
+    ctx.lineWidth = 3;
+    drawPolyline(ctx, view, d.points);
+    ctx.stroke();
+  } else if (d.kind === "polygon" && d.points.length) {
+    const pts = state.hover ? [...d.points, state.hover] : d.points;
+    drawPolyline(ctx, view, pts);
+    ctx.stroke();
+    ctx.setLineDash([]);
+    d.points.forEach(([x, y], k) => {
+      const [vx, vy] = layoutToView(view, x, y);
+      ctx.fillStyle = k === 0 ? "#fff" : rgb(colour);
+      ctx.beginPath();
+      ctx.arc(vx, vy, k === 0 ? 5 : 3.5, 0, Math.PI * 2);
+      ctx.fill();
+      if (k === 0) ctx.stroke();
+    });
+  }
+  ctx.restore();
+}
+
+function drawBrushCursor(ctx, view, state) {
+  if (!state.brushCursor || !state.hover) return;
+  const [vx, vy] = layoutToView(view, state.hover[0], state.hover[1]);
+  ctx.save();
+  ctx.strokeStyle = state.erase ? "#f44" : "#fff";
+  ctx.lineWidth = 1.5;
+  ctx.setLineDash([3, 3]);
+  ctx.beginPath();
+  ctx.arc(vx, vy, Math.max(state.brushRadius * view.scale, 2), 0, Math.PI * 2);
+  ctx.stroke();
+  ctx.restore();
+}
+
+/** Paint the whole editor canvas. `state`: {doc, view, selected, maskOf(i), maskLayerOf(i), background (image or
+ *  null), draft, draftIndex, hover, moveOffset, brushCursor, brushRadius, erase, cssWidth, cssHeight, dpr}. */
+export function drawEditor(ctx, state) {
+  const { view, doc } = state;
+  ctx.setTransform(state.dpr, 0, 0, state.dpr, 0, 0);
+  ctx.clearRect(0, 0, state.cssWidth, state.cssHeight);
+  ctx.fillStyle = "#1b1b1b";
+  ctx.fillRect(0, 0, state.cssWidth, state.cssHeight);
+  const w = doc.width * view.scale;
+  const h = doc.height * view.scale;
+  if (state.background && state.background.complete && state.background.naturalWidth) {
+    ctx.drawImage(state.background, view.ox, view.oy, w, h);
+  } else {
+    ctx.fillStyle = "#3a3a3a";
+    ctx.fillRect(view.ox, view.oy, w, h);
+    ctx.strokeStyle = "rgba(255,255,255,0.06)";
+    ctx.lineWidth = 1;
+    const step = Math.max(doc.width, doc.height) / 8;
+    ctx.beginPath();
+    for (let x = step; x < doc.width; x += step) {
+      const [vx] = layoutToView(view, x, 0);
+      ctx.moveTo(vx, view.oy);
+      ctx.lineTo(vx, view.oy + h);
+    }
+    for (let y = step; y < doc.height; y += step) {
+      const [, vy] = layoutToView(view, 0, y);
+      ctx.moveTo(view.ox, vy);
+      ctx.lineTo(view.ox + w, vy);
+    }
+    ctx.stroke();
+  }
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(view.ox, view.oy, w, h);
+  ctx.clip();
+  for (let i = 0; i < doc.annos.length; i++) drawInstance(ctx, view, state, i);
+  drawDraft(ctx, view, state);
+  drawBrushCursor(ctx, view, state);
+  ctx.restore();
+  ctx.strokeStyle = "#777";
+  ctx.lineWidth = 1;
+  ctx.strokeRect(view.ox - 0.5, view.oy - 0.5, w + 1, h + 1);
+}
