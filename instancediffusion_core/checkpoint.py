@@ -45,9 +45,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 
 __all__ = [
-    "CheckpointError", "AddonWeights", "AddonReader", "read_addon_state_dict", "save_addons",
+    "CheckpointError", "AddonWeights", "AddonReader", "read_addon_state_dict", "save_addons", "write_addons",
     "load_instancediffusion", "parse_dtype", "addon_group", "group_counts", "FORMAT_NAME", "FORMAT_VERSION",
-    "FUSER_SUFFIXES", "SD15_FUSER_BLOCKS",
+    "FUSER_SUFFIXES", "SD15_FUSER_BLOCKS", "SD15_COUNTS",
 ]
 
 FORMAT_NAME = "instancediffusion-addons"
@@ -182,7 +182,7 @@ def _cast(t: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     return t
 
 
-# ==================================================================================================== restricted unpickler
+# ============================================================================================ restricted unpickler
 
 class _Inert:
     """Stand-in for a global the pickle names but we do not trust: records its arguments, runs nothing."""
@@ -515,6 +515,15 @@ class _TorchZip:
 
 # ==================================================================================================== sniffing
 
+def _decodes(head: bytes) -> bool:
+    """UTF-8 text (a multi-byte character cut at the end of ``head`` still counts)."""
+    try:
+        head.decode("utf-8")
+        return True
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3
+
+
 def _sniff(path: str, label: str) -> str:
     """``"zip"`` or ``"safetensors"``; a clear CheckpointError for everything else."""
     if not os.path.exists(path):
@@ -528,7 +537,8 @@ def _sniff(path: str, label: str) -> str:
         head = f.read(64)
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return "zip"
-    if len(head) >= 9 and head[8:9] == b"{":
+    looks_text = b"\x00" not in head and _decodes(head)
+    if len(head) >= 9 and head[8:9] == b"{" and not looks_text:
         header_len = struct.unpack("<Q", head[:8])[0]
         if header_len > size - 8:
             raise CheckpointError(f"{label}: a safetensors file whose header says {header_len:,} bytes but the file "
@@ -546,11 +556,7 @@ def _sniff(path: str, label: str) -> str:
     if text.startswith((b"<!doctype html", b"<html", b"<?xml")):
         raise CheckpointError(f"{label}: an HTML/XML page, not weights - the download saved an error or login page; "
                               f"download the file itself")
-    try:
-        head.decode("utf-8")
-        kind = "a text file"
-    except UnicodeDecodeError:
-        kind = "an unknown binary format"
+    kind = "a text file" if looks_text else "an unknown binary format"
     raise CheckpointError(f"{label}: {kind}, not a checkpoint (expected a torch .pth/.ckpt/.bin zip or a "
                           f".safetensors file, starting {head[:16]!r})")
 
@@ -670,7 +676,7 @@ def _from_logtd_fusers(tree: Mapping, label: str) -> tuple[dict, str, list[str]]
             if not isinstance(state, Mapping):
                 raise CheckpointError(f"{label}: logtd fusers file: {group}[{n}]['state'] is "
                                       f"{type(state).__name__}, expected a state dict")
-            if isinstance(params, Mapping) and "n_heads" in params:
+            if isinstance(params, Mapping) and isinstance(params.get("n_heads"), int):
                 heads.add(params["n_heads"])
             for k, v in state.items():
                 if not _is_tensor(v):
@@ -721,8 +727,8 @@ def _select(flat: Mapping[str, Any], label: str, notes: list[str]) -> dict[str, 
     keys = list(flat)
     posnet = [k[len(POSITION_NET_PREFIX):] for k in keys if k.startswith(POSITION_NET_PREFIX)]
     bare_gligen = "null_positive_feature" in keys and any(k.startswith("linears.") for k in keys)
-    if bare_gligen or any(k.startswith(_GLIGEN_POSNET) for k in posnet) and not any(
-            k.startswith("linears_list.") for k in posnet):
+    if bare_gligen or (any(k.startswith(_GLIGEN_POSNET) for k in posnet)
+                       and not any(k.startswith("linears_list.") for k in posnet)):
         fusers = sum(1 for k in keys if ".fuser." in k)
         context = next((tuple(flat[k].shape) for k in keys if k.endswith(".fuser.linear.weight")), None)
         raise CheckpointError(
@@ -779,7 +785,8 @@ def _from_official(tree: Mapping, label: str) -> tuple[dict, str, list[str]]:
             notes.extend(entry_notes)
             break
         notes.append(f"warning: {label}: 'ema' holds no add-on weights; using 'model'")
-    why = "EMA weights, as the official loader prefers" if chosen == "ema" else "no EMA copy in the file"
+    why = ("EMA weights, as the official loader prefers" if chosen == "ema"
+           else "'ema' has no add-on weights" if "ema" in tree else "no EMA copy in the file")
     notes.insert(0, f"{label}: official InstanceDiffusion training checkpoint; using '{chosen}' ({why})")
     dropped = []
     for name, value in tree.items():

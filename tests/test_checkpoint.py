@@ -85,6 +85,15 @@ def test_official_file_without_ema_uses_model(tmp_path):
     assert "using 'model' (no EMA copy" in "\n".join(w.notes)
 
 
+def test_ema_without_addons_falls_back_to_model():
+    addons = sc.addon_state_dict(6)
+    w = read_addon_state_dict({"ema": sc.base_unet_state_dict(1), "model": {**sc.base_unet_state_dict(2), **addons},
+                               "iters": 5})
+    assert_same(w.tensors, addons)
+    assert w.source_format == "official-pth" and "using 'model' ('ema' has no add-on weights)" in w.notes[0]
+    assert any("'ema' holds no add-on weights" in n for n in w.warnings)
+
+
 def test_inner_zip_folder_name_is_arbitrary(tmp_path):
     path = tmp_path / "weights.bin"
     stored = sc.write_official_pth(path, inner_folder="some_run_name_123")
@@ -351,7 +360,9 @@ def test_truncated_and_corrupt_files(tmp_path, official):
     (b"model weights go here\n", "text file, not a checkpoint"),
     (b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 13600000000\n", "Git LFS pointer"),
     (b"<!DOCTYPE html><html><body>Sign in</body></html>", "HTML"),
+    (b'        {"looks": "like a safetensors header but is text"}', "text file"),
     (bytes(range(200, 256)) * 4, "unknown binary format"),
+    (b"storages" + bytes(100), "unknown binary format"),   # e.g. the pre-1.6 tar format
 ])
 def test_not_a_checkpoint(tmp_path, content, message):
     path = tmp_path / "instancediffusion_sd15.pth"

@@ -39,7 +39,9 @@ const STYLE = `
 .instdiff-le-caption input { flex: 1; }
 .instdiff-le-stage { flex: 1 1 auto; min-height: 120px; position: relative; }
 .instdiff-le-stage canvas { position: absolute; inset: 0; width: 100%; height: 100%; outline: none; touch-action: none; }
-.instdiff-le-stage canvas:focus { box-shadow: 0 0 0 1px #5a9be0; }
+.instdiff-le-stage.focused canvas { box-shadow: 0 0 0 1px #5a9be0; }
+.instdiff-le-keys { position: absolute; left: 0; top: 0; width: 1px; height: 1px; opacity: 0; resize: none;
+  border: 0; padding: 0; pointer-events: none; }
 .instdiff-le-list { position: relative; flex: 0 0 auto; max-height: 112px; overflow-y: auto; display: flex; flex-direction: column; gap: 2px; }
 .instdiff-le-row { display: flex; gap: 4px; align-items: center; padding: 1px 2px; border-radius: 3px; }
 .instdiff-le-row.selected { background: rgba(90, 155, 224, 0.25); }
@@ -130,8 +132,15 @@ export class LayoutEditorView {
     });
     const captionRow = el("div", { className: "instdiff-le-caption" }, [el("span", {}, ["Caption"]), this.captionInput]);
 
-    this.canvas = el("canvas", { tabindex: "0", "aria-label": "instance layout canvas" });
-    this.stage = el("div", { className: "instdiff-le-stage" }, [this.canvas]);
+    this.canvas = el("canvas", { "aria-label": "instance layout canvas" });
+    // Keyboard focus goes to this invisible read-only textarea, not to the canvas: ComfyUI's change tracker
+    // listens to every keydown on the window in the capture phase (before any element can stop it) and runs
+    // the GRAPH undo on Ctrl+Z unless a text field has the focus, which would reload the node under the editor.
+    this.keySink = el("textarea", { className: "instdiff-le-keys", readonly: "", tabindex: "-1",
+      "aria-label": "layout editor keyboard (Delete, Ctrl+Z, Ctrl+Y, tool keys)" });
+    this.stage = el("div", { className: "instdiff-le-stage" }, [this.canvas, this.keySink]);
+    this.keySink.addEventListener("focus", () => this.stage.classList.add("focused"));
+    this.keySink.addEventListener("blur", () => this.stage.classList.remove("focused"));
     this.list = el("div", { className: "instdiff-le-list" });
     this.status = el("div", { className: "instdiff-le-status" });
     this.root = el("div", { className: "instdiff-le" }, [toolBar, captionRow, this.stage, this.list, this.status]);
@@ -149,6 +158,10 @@ export class LayoutEditorView {
     this.resizeObserver = new ResizeObserver(() => this.render());
     this.resizeObserver.observe(this.stage);
     this.updateToolbar();
+  }
+
+  focusKeys() {
+    this.keySink.focus({ preventScroll: true });
   }
 
   destroy() {
@@ -226,7 +239,7 @@ export class LayoutEditorView {
       input.classList.toggle("missing", !input.value.trim());
     });
     input.addEventListener("keydown", (e) => {
-      if (e.key === "Enter") { e.preventDefault(); this.canvas.focus({ preventScroll: true }); }
+      if (e.key === "Enter") { e.preventDefault(); this.focusKeys(); }
     });
     const remove = el("button", { title: "Delete this instance", onclick: () => { this.select(i); this.deleteSelected(); } }, ["✕"]);
     return el("div", { className: "instdiff-le-row", dataset: { index: String(i) },
@@ -346,7 +359,7 @@ export class LayoutEditorView {
   select(i, { keepFocus = false } = {}) {
     if (this.selected === i) return;
     this.selected = i;
-    if (!keepFocus) this.canvas.focus({ preventScroll: true });
+    if (!keepFocus) this.focusKeys();
     this.renderList();
     this.updateToolbar();
     this.render();
@@ -436,7 +449,7 @@ export class LayoutEditorView {
     if (e.button === 1) return; // middle button: leave it to the graph (panning)
     e.preventDefault();
     e.stopPropagation();
-    this.canvas.focus({ preventScroll: true });
+    this.focusKeys();
     if (!this.view || this.error) {
       if (this.error) this.setNotice("fix the layout JSON (or Undo) before drawing");
       return;
@@ -684,7 +697,7 @@ export class LayoutEditorView {
   // ------------------------------------------------------------------------------------------ keyboard
 
   onKeyDown(e) {
-    const inField = e.target !== this.canvas && ["INPUT", "TEXTAREA"].includes(e.target.tagName);
+    const inField = e.target !== this.keySink && ["INPUT", "TEXTAREA"].includes(e.target.tagName);
     const ctrl = e.ctrlKey || e.metaKey;
     const key = e.key.toLowerCase();
     if (ctrl && key === "enter") return; // queue the prompt as usual
