@@ -94,16 +94,23 @@ def main(argv=None) -> int:
         with flops:
             return guider.sample(noise, latent, sampler, sigmas, seed=0, disable_pbar=True)
 
-    results = {}
+    flops = {}
     for name, model in variants.items():
         run(model, 1)                                              # warm-up (loads, caches)
         counter = FlopCounterMode(display=False)
         run(model, 1, counter)
-        t = time.perf_counter()
-        run(model, args.steps)
-        per_step = (time.perf_counter() - t) / args.steps
-        results[name] = (per_step, counter.get_total_flops())
-        print(f"  {name:30s} {per_step:7.2f} s/step   {counter.get_total_flops() / 1e9:9.1f} GFLOP/step")
+        flops[name] = counter.get_total_flops()
+    times = {name: [] for name in variants}
+    for _ in range(args.steps):                                    # interleaved, so machine load hits all alike
+        for name, model in variants.items():
+            t = time.perf_counter()
+            run(model, 1)
+            times[name].append(time.perf_counter() - t)
+    results = {}
+    for name in variants:
+        per_step = sorted(times[name])[len(times[name]) // 2]      # median
+        results[name] = (per_step, flops[name])
+        print(f"  {name:30s} {per_step:7.2f} s/step (median of {args.steps})   {flops[name] / 1e9:9.1f} GFLOP/step")
 
     base_t, base_f = results["plain"]
     print(f"\nper-step cost vs plain UNet ({side}x{side}, batch 2 = cond+uncond, {args.instances} boxes, CPU):")

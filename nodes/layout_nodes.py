@@ -187,7 +187,7 @@ class InstanceAny(_InstanceNode):
         i = len(layout.instances)
         bbox = None
         if box.strip():
-            b = [v for p in parse_points(box, f"instance {i} box") for v in p]
+            b = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?", box)]
             if len(b) != 4:
                 raise LayoutError(f"instance {i} box: expected 4 numbers 'x,y,width,height', got {len(b)}")
             bbox = (b[0], b[1], b[0] + b[2], b[1] + b[3])

@@ -37,13 +37,14 @@ const context = await chromium.launchPersistentContext(userDataDir, {
   viewport: { width: 1500, height: 1000 },
 });
 const page = context.pages()[0] ?? (await context.newPage());
-const pageErrors = [];
-page.on("pageerror", (e) => pageErrors.push(e.message));
+const pageErrors = []; // uncaught errors from this pack's scripts (the test fails on them)
+const otherErrors = []; // uncaught errors of the frontend itself (reported only)
+page.on("pageerror", (e) => (String(e.stack).includes("comfyui-instdiff") ? pageErrors : otherErrors).push(String(e.stack || e)));
 page.on("console", (m) => {
   if (m.type() === "error" && m.text().includes("instdiff")) pageErrors.push(m.text());
 });
 
-const result = { ok: false, log, pageErrors };
+const result = { ok: false, log, pageErrors, otherErrors };
 try {
   // a fresh user: skip the first-run template browser
   await page.request.post(new URL("api/settings/Comfy.TutorialCompleted", url).href, { data: true });
@@ -53,8 +54,10 @@ try {
     return app?.graph && app.extensions?.some((e) => e.name === "comfyui-instdiff.InstanceLayoutEditor");
   }, null, { timeout: 120000 });
   step("frontend loaded, extension registered");
-  await page.keyboard.press("Escape");
-  await page.waitForTimeout(500);
+  // let the start-up workflow finish loading before replacing the graph (clearing it midway races the canvas)
+  await page.waitForFunction(() => window.comfyAPI.app.app.canvas && window.comfyAPI.app.app.graph._nodes.length > 0,
+    null, { timeout: 30000 }).catch(() => {});
+  await page.waitForTimeout(1500);
 
   // the graph: EmptyImage -> editor.background; editor.layout -> Layout Preview (over the same image) -> Preview Image
   result.nodeIds = await page.evaluate(({ W, H }) => {
@@ -86,6 +89,8 @@ try {
     app.canvas.ds.scale = 0.9; // not 1: pointer mapping must undo the zoom transform of DOM widgets
     app.canvas.ds.offset = [10, 30];
     app.canvas.setDirty(true, true);
+    window.instdiffE2E = { errors: [] };
+    window.comfyAPI.api.api.addEventListener("execution_error", (e) => window.instdiffE2E.errors.push(e.detail));
     return { background: String(bg.id), editor: String(editor.id), preview: String(preview.id), output: String(out.id) };
   }, { W, H });
   await page.waitForSelector(".instdiff-le canvas", { state: "visible", timeout: 20000 });
@@ -163,8 +168,10 @@ try {
   result.queued = await page.evaluate(() => window.comfyAPI.app.app.queuePrompt(0));
   await page.waitForFunction((id) => {
     const view = window.comfyAPI.app.app.graph.getNodeById(Number(id)).instdiffEditor.view;
-    return view.background?.complete && view.background.naturalWidth > 0;
+    return window.instdiffE2E.errors.length || (view.background?.complete && view.background.naturalWidth > 0);
   }, result.nodeIds.editor, { timeout: 120000 });
+  result.executionErrors = await page.evaluate(() => window.instdiffE2E.errors);
+  if (result.executionErrors.length) throw new Error(`execution failed: ${JSON.stringify(result.executionErrors)}`);
   step("executed: the background came back to the editor");
   await page.waitForTimeout(1500);
   await page.screenshot({ path: screenshotPath });

@@ -152,6 +152,9 @@ export class LayoutEditorView {
     this.canvas.addEventListener("pointerleave", () => { this.hover = null; this.render(); });
     this.canvas.addEventListener("dblclick", (e) => { if (this.tool === "polygon") { e.preventDefault(); this.closePolygon(); } });
     this.canvas.addEventListener("contextmenu", (e) => e.preventDefault());
+    this.canvas.addEventListener("mousedown", (e) => e.preventDefault()); // keep the focus on the key sink
+    // after a button click the keys go back to the editor (a focused button would let Ctrl+Z reach the graph)
+    this.root.addEventListener("click", (e) => { if (e.target.closest?.("button")) this.focusKeys(); });
     this.root.addEventListener("keydown", (e) => this.onKeyDown(e));
     // keep ComfyUI's graph shortcuts (Delete removes the node, Ctrl+Z undoes the graph) away from the editor
     this.root.addEventListener("keyup", (e) => e.stopPropagation());
