@@ -73,6 +73,9 @@ class InstanceLayoutEditor:
                    "background image (e.g. a previous generation) and run once to draw over it.")
     CATEGORY = CATEGORY + "/layout"
     FUNCTION = "build"
+    # an output node: ComfyUI then runs it (or re-sends its cached UI data) on every prompt, so the editor always
+    # gets the background back, also when nothing downstream needs re-running or only the editor is queued
+    OUTPUT_NODE = True
     RETURN_TYPES = (INSTANCE_LAYOUT, "STRING")
     RETURN_NAMES = ("layout", "caption")
     OUTPUT_TOOLTIPS = ("The drawn instances in canvas pixels (for InstanceDiffusion Conditioning or Layout Preview).",

@@ -74,6 +74,7 @@ def test_node_registration_and_tooltips(mod):
     assert title == "Instance Layout Editor"
     assert cls.CATEGORY == "instance_diffusion/layout"
     assert cls.RETURN_TYPES == ("INSTANCE_LAYOUT", "STRING")
+    assert cls.OUTPUT_NODE is True       # so ComfyUI re-sends its UI data (the background) on cached runs
     assert cls.DESCRIPTION and len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES)
     spec = cls.INPUT_TYPES()
     inputs = {**spec["required"], **spec["optional"]}

@@ -87,10 +87,11 @@ try {
     bg.connect(0, preview, preview.inputs.findIndex((i) => i.name === "image"));
     preview.connect(0, out, 0);
     app.canvas.ds.scale = 0.9; // not 1: pointer mapping must undo the zoom transform of DOM widgets
-    app.canvas.ds.offset = [10, 30];
+    app.canvas.ds.offset = [10, 60];
     app.canvas.setDirty(true, true);
-    window.instdiffE2E = { errors: [] };
+    window.instdiffE2E = { errors: [], executed: [] };
     window.comfyAPI.api.api.addEventListener("execution_error", (e) => window.instdiffE2E.errors.push(e.detail));
+    window.comfyAPI.api.api.addEventListener("executed", (e) => window.instdiffE2E.executed.push(e.detail));
     return { background: String(bg.id), editor: String(editor.id), preview: String(preview.id), output: String(out.id) };
   }, { W, H });
   await page.waitForSelector(".instdiff-le canvas", { state: "visible", timeout: 20000 });
@@ -165,20 +166,85 @@ try {
   await page.keyboard.press("Control+z");
   result.final = await editorState();
 
-  result.queued = await page.evaluate(() => window.comfyAPI.app.app.queuePrompt(0));
+  // a workflow saves the drawing in layout_json (the editor itself is not a saved widget) and loads it back
+  result.reloaded = await page.evaluate(async (id) => {
+    const app = window.comfyAPI.app.app;
+    const workflow = JSON.parse(JSON.stringify(app.graph.serialize()));
+    const saved = workflow.nodes.find((n) => String(n.id) === id);
+    await app.loadGraphData(workflow);
+    const node = app.graph.getNodeById(Number(id));
+    return { widgetsValues: saved.widgets_values, text: node.widgets.find((w) => w.name === "layout_json").value,
+      annos: node.instdiffEditor.view.doc.annos.length, canUndo: node.instdiffEditor.view.undoStack.canUndo };
+  }, result.nodeIds.editor);
+  await page.waitForTimeout(800);
+  step("workflow saved and loaded back");
+
+  await page.evaluate(() => window.comfyAPI.app.app.queuePrompt(0));
   await page.waitForFunction((id) => {
     const view = window.comfyAPI.app.app.graph.getNodeById(Number(id)).instdiffEditor.view;
     return window.instdiffE2E.errors.length || (view.background?.complete && view.background.naturalWidth > 0);
   }, result.nodeIds.editor, { timeout: 120000 });
   result.executionErrors = await page.evaluate(() => window.instdiffE2E.errors);
+  result.executed = await page.evaluate(() => window.instdiffE2E.executed.map((d) => d.node));
   if (result.executionErrors.length) throw new Error(`execution failed: ${JSON.stringify(result.executionErrors)}`);
   step("executed: the background came back to the editor");
   await page.waitForTimeout(1500);
   await page.screenshot({ path: screenshotPath });
   result.status = (await editorState()).status;
+
+  // pasting JSON of another canvas size sets the width/height widgets; changing a widget rescales the drawing
+  result.resize = await page.evaluate(async (id) => {
+    const node = window.comfyAPI.app.app.graph.getNodeById(Number(id));
+    const w = (name) => node.widgets.find((x) => x.name === name);
+    const pasted = { caption: "pasted", width: 768, height: 512, annos: [{ caption: "a tree", bbox: [100, 100, 200, 300] }] };
+    w("layout_json").value = JSON.stringify(pasted);
+    const afterPaste = [w("width").value, w("height").value];
+    w("width").value = 384; // a plain value change (no callback): the editor notices it on the next draw
+    w("height").value = 256;
+    node.setDirtyCanvas(true, true);
+    await new Promise((r) => setTimeout(r, 500));
+    return { afterPaste, scaled: JSON.parse(w("layout_json").value) };
+  }, result.nodeIds.editor);
+  step("paste and canvas resize checked");
+
+  // the other tools on the 384x256 canvas holding "a tree" at corners (50, 50)-(150, 200)
+  const stateDoc = async () => JSON.parse((await editorState()).text);
+  await tool("Select");
+  await page.mouse.click(...(await toScreen([100, 120])));
+  await drag([[150, 200], [200, 230]], 5); // the south-east handle
+  result.afterResize = await stateDoc();
+  await page.keyboard.press("Escape");
+  await tool("Polygon");
+  for (const p of [[250, 40], [350, 40], [350, 120], [251, 41]]) await page.mouse.click(...(await toScreen(p)));
+  await page.keyboard.type("a cloud");
+  await page.keyboard.press("Enter");
+  result.afterPolygon = await stateDoc();
+  await tool("Point");
+  await page.keyboard.down("Shift");
+  await page.mouse.click(...(await toScreen([300, 60]))); // Shift: the point goes to the selected cloud
+  await page.keyboard.up("Shift");
+  result.afterShiftPoint = await stateDoc();
+  await tool("Brush");
+  await page.locator(".instdiff-le button", { hasText: /^Erase$/ }).click();
+  await drag([[300, 20], [300, 140]], 6); // erase a vertical stripe out of the cloud's mask
+  await page.locator(".instdiff-le button", { hasText: /^Erase$/ }).click();
+  result.afterErase = await stateDoc();
+  step("resize handle, polygon, shift-point and erase checked");
+
+  // broken JSON typed into layout_json: the editor shows the error, refuses to draw, and Undo restores the layout
+  const good = (await editorState()).text;
+  await page.locator("textarea.comfy-multiline-input").first().fill('{"caption": "oops", ');
+  await tool("Box");
+  await drag([[20, 20], [80, 80]], 4);
+  result.brokenState = await editorState();
+  await page.keyboard.press("Control+z");
+  result.afterBrokenUndo = await editorState();
+  result.goodBeforeBroken = good;
+  step("broken JSON checked");
   result.ok = true;
 } catch (e) {
   result.error = String(e?.stack || e);
+  result.debug = await page.evaluate(() => window.instdiffE2E).catch(() => null);
   try {
     await page.screenshot({ path: screenshotPath });
   } catch {

@@ -16,6 +16,7 @@ import tempfile
 import pytest
 
 from comfy_server import REPO, ComfyServer, is_comfyui_root
+from instancediffusion_core.rle import decode_rle, rasterize_polygons
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "editor_e2e.mjs")
 WEB_JS = sorted(f for f in os.listdir(os.path.join(REPO, "web", "js")) if f.endswith(".js"))
@@ -93,6 +94,32 @@ def test_draw_in_the_browser_and_run(server):
     assert final == drawn                                            # undo brought back the scribble and the box
     box = annos["a red fox"]["bbox"]
     assert abs(moved[0] - box[0] - 40) <= 2 and abs(moved[1] - box[1] - 20) <= 2 and moved[2:] == box[2:]
+
+    # a saved workflow keeps the drawing in layout_json only (widgets_values: width, height, text) and loads back
+    reloaded = result["reloaded"]
+    assert reloaded["widgetsValues"] == [512, 384, result["final"]["text"]]
+    assert reloaded["text"] == result["final"]["text"] and reloaded["annos"] == 4 and not reloaded["canUndo"]
+
+    # pasted JSON of another size sets the canvas widgets; a canvas change scales the instances along
+    assert result["resize"]["afterPaste"] == [768, 512]
+    scaled = result["resize"]["scaled"]
+    assert (scaled["width"], scaled["height"]) == (384, 256) and scaled["annos"][0]["bbox"] == [50, 50, 100, 150]
+
+    # resize handle, polygon mask, Shift = location for the selected instance, brush eraser
+    assert result["afterResize"]["annos"][0]["bbox"] == [50, 50, 150, 180]  # SE corner dragged to (200, 230)
+    tree, cloud = result["afterPolygon"]["annos"]
+    assert cloud == {"caption": "a cloud", "mask": [[250, 40, 350, 40, 350, 120]]}   # closed on the first corner
+    assert [a.get("point") for a in result["afterShiftPoint"]["annos"]] == [None, [300, 60]]
+    erased = result["afterErase"]["annos"][1]["mask"]
+    mask = decode_rle(erased)
+    polygon = rasterize_polygons(cloud["mask"], 256, 384)
+    assert mask.shape == (256, 384) and 0 < mask.sum() < polygon.sum()
+    assert not mask[40:120, 298:302].any() and mask[100, 340] and not (mask & ~polygon).any()
+
+    # broken JSON in the text box: shown as an error, no drawing on top of it, Ctrl+Z returns the last good layout
+    broken = result["brokenState"]
+    assert "not valid JSON at line 1" in broken["status"] and broken["text"] == '{"caption": "oops", '
+    assert result["afterBrokenUndo"]["text"] == result["goodBeforeBroken"]
 
     # the executed prompt: the node validated the same JSON and returned the drawn geometry in canvas pixels
     history = server.wait_for_history()

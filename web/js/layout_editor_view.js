@@ -14,6 +14,7 @@ import {
 import { emptyMask, fillPolygons, maskAny, maskValueToBitmap, paintStroke } from "./mask_bitmap.js";
 import { UndoStack } from "./undo_stack.js";
 import { drawEditor, maskLayer } from "./layout_editor_draw.js";
+import { el, ensureStyle } from "./layout_editor_dom.js";
 
 const TOOLS = [
   { id: "select", label: "Select", key: "v", hint: "Click an instance to select it, drag to move it, drag a box handle to resize. Delete removes it." },
@@ -23,57 +24,6 @@ const TOOLS = [
   { id: "brush", label: "Brush", key: "m", hint: "Paint a mask. Strokes add to the selected instance's mask; Esc deselects to start a new one. Erase: toggle, Alt or right button." },
   { id: "polygon", label: "Polygon", key: "g", hint: "Click the corners of a mask polygon; click the first corner, double-click or Enter to close, Esc to cancel." },
 ];
-
-const STYLE_ID = "instdiff-layout-editor-style";
-const STYLE = `
-.instdiff-le { display: flex; flex-direction: column; gap: 4px; width: 100%; height: 100%; box-sizing: border-box;
-  font: 12px sans-serif; color: var(--input-text, #ddd); overflow: hidden; }
-.instdiff-le-bar { display: flex; flex-wrap: wrap; gap: 3px; align-items: center; }
-.instdiff-le button { background: var(--comfy-input-bg, #222); color: var(--input-text, #ddd);
-  border: 1px solid var(--border-color, #555); border-radius: 4px; padding: 2px 7px; cursor: pointer; font-size: 12px; }
-.instdiff-le button.active { background: #2f6fb5; border-color: #5a9be0; color: #fff; }
-.instdiff-le button:disabled { opacity: 0.4; cursor: default; }
-.instdiff-le input[type=text] { background: var(--comfy-input-bg, #222); color: var(--input-text, #ddd);
-  border: 1px solid var(--border-color, #555); border-radius: 4px; padding: 2px 5px; font-size: 12px; min-width: 0; }
-.instdiff-le-caption { display: flex; gap: 4px; align-items: center; }
-.instdiff-le-caption input { flex: 1; }
-.instdiff-le-stage { flex: 1 1 auto; min-height: 120px; position: relative; }
-.instdiff-le-stage canvas { position: absolute; inset: 0; width: 100%; height: 100%; outline: none; touch-action: none; }
-.instdiff-le-stage.focused canvas { box-shadow: 0 0 0 1px #5a9be0; }
-.instdiff-le-keys { position: absolute; left: 0; top: 0; width: 1px; height: 1px; opacity: 0; resize: none;
-  border: 0; padding: 0; pointer-events: none; }
-.instdiff-le-list { position: relative; flex: 0 0 auto; max-height: 112px; overflow-y: auto; display: flex; flex-direction: column; gap: 2px; }
-.instdiff-le-row { display: flex; gap: 4px; align-items: center; padding: 1px 2px; border-radius: 3px; }
-.instdiff-le-row.selected { background: rgba(90, 155, 224, 0.25); }
-.instdiff-le-row input { flex: 1; }
-.instdiff-le-row input.missing { border-color: #e05a5a; }
-.instdiff-le-swatch { width: 12px; height: 12px; border-radius: 2px; flex: 0 0 auto; }
-.instdiff-le-num { width: 18px; text-align: right; opacity: 0.8; }
-.instdiff-le-kinds { font-size: 10px; opacity: 0.75; width: 92px; white-space: nowrap; overflow: hidden; }
-.instdiff-le-status { min-height: 15px; font-size: 11px; opacity: 0.85; white-space: nowrap; overflow: hidden;
-  text-overflow: ellipsis; }
-.instdiff-le-status.error { color: #ff7b7b; opacity: 1; }
-`;
-
-function ensureStyle() {
-  if (document.getElementById(STYLE_ID)) return;
-  const style = document.createElement("style");
-  style.id = STYLE_ID;
-  style.textContent = STYLE;
-  document.head.appendChild(style);
-}
-
-function el(tag, props = {}, children = []) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === "className") node.className = v;
-    else if (k === "dataset") Object.assign(node.dataset, v);
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else node.setAttribute(k, v);
-  }
-  for (const c of children) node.append(c);
-  return node;
-}
 
 export class LayoutEditorView {
   /** host: {getText(), setText(text), getCanvasSize() -> [w, h], setCanvasSize(w, h), changed()} */
@@ -188,7 +138,11 @@ export class LayoutEditorView {
     this.undoButton.disabled = !this.undoStack.canUndo;
     this.redoButton.disabled = !this.undoStack.canRedo;
     this.deleteButton.disabled = this.selected < 0;
-    this.clearButton.disabled = this.doc.annos.length === 0;
+    this.clearButton.disabled = this.doc.annos.length === 0 || !!this.error;
+    this.deleteButton.disabled ||= !!this.error;
+    // while layout_json does not parse, the fields would edit a stale copy: only the text box (or Undo) fixes it
+    this.captionInput.disabled = !!this.error;
+    for (const input of this.list.querySelectorAll("input")) input.disabled = !!this.error;
   }
 
   setNotice(text) {
@@ -198,9 +152,9 @@ export class LayoutEditorView {
 
   updateStatus() {
     const issues = this.error ? [] : layoutIssues(this.doc);
-    const errorText = this.error || (this.lastRunWarnings?.length ? this.lastRunWarnings.join(" | ") : "");
+    const ran = (this.lastRunWarnings || []).map((w) => `last run: ${w}`);
     const head = `${this.doc.width}x${this.doc.height}, ${this.doc.annos.length} instance${this.doc.annos.length === 1 ? "" : "s"}`;
-    const text = this.error ? errorText : [head, ...issues, this.notice].filter(Boolean).join(" · ");
+    const text = this.error || [head, ...issues, ...ran, this.notice].filter(Boolean).join(" · ");
     this.status.textContent = text;
     this.status.title = text;
     this.status.classList.toggle("error", !!this.error || issues.length > 0);
@@ -266,7 +220,10 @@ export class LayoutEditorView {
         doc = parseLayoutText(text, w, h);
       } catch (e) {
         if (!(e instanceof LayoutTextError)) throw e;
+        // the edit that broke the text is one undo step: Ctrl+Z goes back to the last layout that parsed
+        if (!this.error && this.goodText !== null) this.undoStack.record(this.goodText);
         this.error = e.message;
+        this.updateToolbar();
         this.render();
         return;
       }
@@ -280,7 +237,8 @@ export class LayoutEditorView {
       this.renderAll();
       return;
     }
-    if (!this.error && w > 0 && h > 0 && (w !== this.doc.width || h !== this.doc.height)) {
+    const sizeOk = Number.isInteger(w) && Number.isInteger(h) && w > 0 && h > 0;
+    if (!this.error && sizeOk && (w !== this.doc.width || h !== this.doc.height)) {
       this.undoStack.record(this.text);
       this.doc = scaleLayout(this.doc, w, h);
       this.commit({ record: false });
@@ -337,6 +295,7 @@ export class LayoutEditorView {
   restore(text) {
     this.text = text;
     this.error = null;
+    this.notice = "";
     try {
       this.doc = parseLayoutText(text, ...this.host.getCanvasSize());
       this.goodText = text;
@@ -369,7 +328,7 @@ export class LayoutEditorView {
   }
 
   deleteSelected() {
-    if (this.selected < 0 || this.selected >= this.doc.annos.length) return;
+    if (this.error || this.selected < 0 || this.selected >= this.doc.annos.length) return;
     this.doc.annos.splice(this.selected, 1);
     this.selected = -1;
     this.commit();
@@ -377,7 +336,7 @@ export class LayoutEditorView {
   }
 
   clearAll() {
-    if (!this.doc.annos.length) return;
+    if (this.error || !this.doc.annos.length) return;
     this.doc.annos = [];
     this.selected = -1;
     this.commit();
@@ -703,12 +662,11 @@ export class LayoutEditorView {
     const inField = e.target !== this.keySink && ["INPUT", "TEXTAREA"].includes(e.target.tagName);
     const ctrl = e.ctrlKey || e.metaKey;
     const key = e.key.toLowerCase();
-    if (ctrl && key === "enter") return; // queue the prompt as usual
+    if (ctrl && key !== "z" && key !== "y") return; // ComfyUI's own shortcuts (queue, save, ...) keep working
     e.stopPropagation();
     if (inField) return; // typing: the field handles its own keys (and its own text undo)
     if (ctrl && key === "z" && !e.shiftKey) { e.preventDefault(); this.undo(); return; }
     if (ctrl && (key === "y" || (key === "z" && e.shiftKey))) { e.preventDefault(); this.redo(); return; }
-    if (ctrl) return;
     if (e.key === "Delete" || e.key === "Backspace") {
       e.preventDefault();
       if (this.draft?.kind === "polygon" && this.draft.points.length) {
