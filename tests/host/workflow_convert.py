@@ -14,7 +14,6 @@ returns the `/object_info/<type>` entry, or None/KeyError for an unknown type.
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 
@@ -132,7 +131,9 @@ def widget_value_problem(slot: WidgetSlot, value) -> str | None:
     spec, opts = slot.spec, slot.spec.options
     if slot.kind == "control":
         allowed = COMBO_CONTROL_VALUES if spec.type == "COMBO" else CONTROL_VALUES
-        return None if value in allowed else f"control_after_generate of '{spec.name}' is {value!r}; use one of {list(allowed)}"
+        if value in allowed:
+            return None
+        return f"control_after_generate of '{spec.name}' is {value!r}; use one of {list(allowed)}"
     if slot.kind == "filter":
         return None if isinstance(value, str) else f"control filter of '{spec.name}' is {value!r}; it must be text"
     if slot.kind == "upload":
@@ -176,7 +177,7 @@ def _links(workflow: dict) -> dict:
     """{link id: (from node, from slot, to node, to slot, type)} from the UI format's `links` list."""
     out = {}
     for link in workflow.get("links", []):
-        if isinstance(link, dict):          # newer "linkExtensions"-style objects
+        if isinstance(link, dict):          # workflow schema 1 stores links as objects
             link = [link["id"], link["origin_id"], link["origin_slot"], link["target_id"], link["target_slot"],
                     link.get("type")]
         lid, a, a_slot, b, b_slot, typ = link[:6]
@@ -255,9 +256,8 @@ def check_workflow(workflow: dict, object_info) -> list[str]:
         if b_slot >= len(ins) or ins[b_slot].get("link") != lid:
             problems.append(f"{where}: {_label(dst)} input {b_slot} does not hold this link")
             continue
-        out_types = _output_types(src, object_info)
-        out_type = out_types[a_slot] if out_types is not None and a_slot < len(out_types) else outs[a_slot]["type"] \
-            if a_slot < len(outs) else typ
+        out_types = _output_types(src, object_info) or [o.get("type") for o in outs]   # virtual nodes: as saved
+        out_type = out_types[a_slot] if a_slot < len(out_types) else typ
         in_type = ins[b_slot].get("type")
         if not _type_matches(out_type, in_type):
             problems.append(f"{where}: output type {out_type} of {_label(src)} does not fit input "
@@ -367,12 +367,13 @@ def _resolve_origin(nodes: dict, links: dict, link_id, infos, seen=None):
     return ("link", a, a_slot)
 
 
-def to_api_prompt(workflow: dict, object_info) -> dict:
+def to_api_prompt(workflow: dict, object_info, check: bool = True) -> dict:
     """The API-format prompt the frontend would queue for this workflow: {id: {class_type, inputs, _meta}}.
 
-    Raises WorkflowError when the workflow does not fit the current node definitions (see check_workflow).
+    Raises WorkflowError when the workflow does not fit the current node definitions (see check_workflow);
+    `check=False` converts anyway (to show what ComfyUI's own validation makes of a broken workflow).
     """
-    problems = check_workflow(workflow, object_info)
+    problems = check_workflow(workflow, object_info) if check else []
     if problems:
         raise WorkflowError(problems)
     nodes = _nodes(workflow)
@@ -403,7 +404,3 @@ def to_api_prompt(workflow: dict, object_info) -> dict:
                 del entry["inputs"][name]
     return prompt
 
-
-def converted_copy(workflow: dict) -> dict:
-    """A deep copy to alter in tests (the shipped file is never changed)."""
-    return copy.deepcopy(workflow)
