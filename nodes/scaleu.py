@@ -9,7 +9,7 @@ import torch
 
 from ..instancediffusion_core.scaleu import scaleu
 from .topology import unet_topology
-from .types import CATEGORY, INSTANCEDIFFUSION, weights_of
+from .types import INSTANCEDIFFUSION, ModelPatchNode, weights_of
 from .unifusion import remove_instance_patches
 
 
@@ -46,14 +46,10 @@ def scaleu_params(addons) -> dict:
             for k in sorted(addons.scaleu_widths())}
 
 
-class ApplyScaleU:
+class ApplyScaleU(ModelPatchNode):
     DESCRIPTION = ("Adds InstanceDiffusion's learned ScaleU to the 12 decoder blocks (per-channel backbone scale and "
                    "a low-frequency filter on the skip features), on a copy of the model. The official model always "
                    "runs it, in both the positive and the negative pass.")
-    CATEGORY = CATEGORY
-    FUNCTION = "apply"
-    RETURN_TYPES = ("MODEL",)
-    OUTPUT_TOOLTIPS = ("A patched copy of the model; the input model is left unchanged.",)
 
     @classmethod
     def INPUT_TYPES(cls):

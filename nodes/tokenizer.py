@@ -34,22 +34,6 @@ def run_position_net(patcher, grounding: dict, drop) -> torch.Tensor:
     return tokens.float().cpu()
 
 
-def instance_modalities(layout) -> list[set[str]]:
-    out = []
-    for inst in layout.instances:
-        m = set()
-        if inst.bbox is not None:
-            m.add("box")
-        if inst.point is not None:
-            m.add("point")
-        if inst.scribble is not None:
-            m.add("scribble")
-        if inst.mask is not None:
-            m.add("mask")
-        out.append(m)
-    return out
-
-
 class InstanceDiffusionConditioning:
     DESCRIPTION = ("Turns a layout (instances with prompts and boxes/masks/points/scribbles) into InstanceDiffusion's "
                    "grounding tokens and attaches them to the positive conditioning. Runs the position net once "
@@ -92,7 +76,7 @@ class InstanceDiffusionConditioning:
                                  f"checkpoint's CLIP.")
         text = (torch.cat([p.pooled.reshape(1, -1).float() for p in prompts])
                 if prompts else torch.zeros(0, text_dim))
-        config = resolve_drop_config(modalities, instance_modalities(layout))
+        config = resolve_drop_config(modalities, [inst.modalities() for inst in layout.instances])
         drop = DROP_CONFIGS[config]
         tokens = run_position_net(patcher, build_grounding(layout, text), drop)
 

@@ -12,3 +12,11 @@ def weights_of(instdiff):
     if model is None or not hasattr(model, "fuser"):
         raise TypeError(f"expected InstanceDiffusion weights from 'Load InstanceDiffusion', got {type(instdiff).__name__}")
     return instdiff
+
+
+class ModelPatchNode:
+    """Shared shape of the nodes that return a patched clone of a MODEL (the input MODEL is never modified)."""
+    CATEGORY = CATEGORY
+    FUNCTION = "apply"
+    RETURN_TYPES = ("MODEL",)
+    OUTPUT_TOOLTIPS = ("A patched copy of the model; the input model is left unchanged.",)

@@ -15,7 +15,7 @@ import comfy.patcher_extension
 from ..instancediffusion_core.schedule import grounding_scale
 from .instance_cond import COND_KEY
 from .topology import unet_topology
-from .types import INSTANCEDIFFUSION, weights_of
+from .types import INSTANCEDIFFUSION, ModelPatchNode, weights_of
 
 TABLE_KEY = "instance_diffusion_tokens"          # transformer_options: uuid -> tokens [1|B, T, D]
 SCHEDULE_KEY = "instance_diffusion_schedule"     # transformer_options: full sigma schedule (set by the MIS sampler)
@@ -124,15 +124,11 @@ def remove_instance_patches(model_options: dict, cls) -> None:
             del patches[name]
 
 
-class ApplyUniFusion:
+class ApplyUniFusion(ModelPatchNode):
     DESCRIPTION = ("Adds InstanceDiffusion's UniFusion layer (gated self-attention over the 184 grounding tokens) "
                    "to every transformer block of an SD1.5 UNet, on a copy of the model. Connect a conditioning "
                    "from 'InstanceDiffusion Conditioning' as the positive; the negative automatically gets the "
                    "official null grounding.")
-    CATEGORY = "instance_diffusion"
-    FUNCTION = "apply"
-    RETURN_TYPES = ("MODEL",)
-    OUTPUT_TOOLTIPS = ("A patched copy of the model; the input model is left unchanged.",)
 
     @classmethod
     def INPUT_TYPES(cls):
