@@ -1,0 +1,96 @@
+"""Cost of the multi-instance sampler vs a plain KSampler, measured in one run, beside the theory.
+
+For n = 1, 4, 8 instances: wall time of InstanceDiffusion KSampler (phase 1 batched with max_batch=n+1, and
+sequential with max_batch=1) divided by the plain KSampler's, next to the UNet-evaluation ratio
+((n+1)*m + (S-m)) / S. Uses the full SD1.5 topology at reduced width (model_channels 96, random weights) on a
+64x64 latent so UNet time dominates; CPU.
+
+COMFYUI_PATH=/path/to/ComfyUI python bench/mis_cost.py [--steps 10] [--mis 0.36] [--channels 96] [--latent 64]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "host"))
+sys.path.insert(0, os.path.join(HERE, "..", "tests"))
+
+import comfy_harness  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--mis", type=float, default=0.36)
+    ap.add_argument("--channels", type=int, default=96, help="UNet model_channels (SD1.5 is 320)")
+    ap.add_argument("--latent", type=int, default=64, help="latent side (image side / 8)")
+    ap.add_argument("--repeats", type=int, default=2, help="timed runs per variant (median)")
+    args = ap.parse_args(argv)
+
+    root, reason = comfy_harness.find_comfyui_root()
+    if root is None:
+        print(f"skipped: {reason}")
+        return 2
+    logging.disable(logging.WARNING)           # ComfyUI's optional-node import warnings
+    host = comfy_harness.import_host(root)
+    tmp = tempfile.mkdtemp(prefix="instdiff_bench_")
+    comfy_harness.set_io_directories(os.path.join(tmp, "io"))
+    pack, error = comfy_harness.loaded_pack_or_error(comfy_harness.load_extra_nodes(os.path.join(tmp, "custom_nodes")))
+    if pack is None:
+        print(error)
+        return 1
+
+    import tiny_models
+    from instdiff_fixtures import StubClip, box_layout, instdiff_for, sample
+
+    core = pack.instancediffusion_core
+    unet = tiny_models.tiny_sd15_patcher(model_channels=args.channels)
+    instdiff = instdiff_for(core, unet)
+    nodes = {k: c() for k, c in pack.NODE_CLASS_MAPPINGS.items()}
+    (model,) = nodes["ApplyUniFusion"].apply(unet, instdiff, 1.0, 0.0, 0.8)
+    (model,) = nodes["ApplyScaleU"].apply(model, instdiff)
+    mis_ksample = pack.nodes.mis.mis_ksample
+    side = args.latent * 8
+    latent = torch.zeros(1, 4, args.latent, args.latent)
+    clip = StubClip()
+    S, m = args.steps, core.schedule.mis_steps(args.steps, args.mis)
+    print(f"ComfyUI {host['version']}; UNet SD1.5 topology at {args.channels} channels, latent {args.latent}x"
+          f"{args.latent}, {S} euler steps, mis {args.mis} -> m = {m}, cfg 7.5 (cond+uncond), CPU "
+          f"{torch.get_num_threads()} threads")
+
+    def timed(fn):
+        times = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return sorted(times)[len(times) // 2]
+
+    print(f"{'n':>3} {'theory':>8} {'batched':>8} {'sequential':>10}   (wall time ratio MIS / plain KSampler)")
+    for n in (1, 4, 8):
+        boxes = [(side * (i % 4) / 4, side * (i // 4) / 2, side * (i % 4 + 1) / 4, side * (i // 4 + 1) / 2)
+                 for i in range(n)]
+        layout = box_layout(core, boxes, width=side, height=side, captions=[f"object {i}" for i in range(n)])
+        (pos,) = nodes["InstanceDiffusionConditioning"].encode(clip.encode("a scene"), clip, layout, instdiff, "auto")
+        neg = clip.encode("")
+        pos[0][1]["instance_diffusion"].single_instance_tokens()      # once per prompt, not part of sampling
+        plain = timed(lambda: sample(model, pos, neg, latent, steps=S, cfg=7.5))
+        batched = timed(lambda: mis_ksample(model, 0, S, 7.5, "euler", "normal", pos, neg, {"samples": latent},
+                                            1.0, args.mis, "mean", n + 1))
+        sequential = timed(lambda: mis_ksample(model, 0, S, 7.5, "euler", "normal", pos, neg, {"samples": latent},
+                                               1.0, args.mis, "mean", 1))
+        theory = ((n + 1) * m + (S - m)) / S
+        print(f"{n:>3} {theory:8.2f} {batched / plain:8.2f} {sequential / plain:10.2f}"
+              f"   (plain {plain:.2f} s, batched {batched:.2f} s, sequential {sequential:.2f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
