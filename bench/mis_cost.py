@@ -2,10 +2,10 @@
 
 For n = 1, 4, 8 instances: wall time of InstanceDiffusion KSampler (phase 1 batched with max_batch=n+1, and
 sequential with max_batch=1) divided by the plain KSampler's, next to the UNet-evaluation ratio
-((n+1)*m + (S-m)) / S. Uses the full SD1.5 topology at reduced width (model_channels 96, random weights) on a
-64x64 latent so UNet time dominates; CPU.
+((n+1)*m + (S-m)) / S. Uses the full SD1.5 topology at reduced width (model_channels 64, random weights) on a
+32x32 latent so UNet time dominates; CPU.
 
-COMFYUI_PATH=/path/to/ComfyUI python bench/mis_cost.py [--steps 10] [--mis 0.36] [--channels 96] [--latent 64]
+COMFYUI_PATH=/path/to/ComfyUI python bench/mis_cost.py [--steps 10] [--mis 0.36] [--channels 64] [--latent 32]
 """
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--mis", type=float, default=0.36)
-    ap.add_argument("--channels", type=int, default=96, help="UNet model_channels (SD1.5 is 320)")
-    ap.add_argument("--latent", type=int, default=64, help="latent side (image side / 8)")
+    ap.add_argument("--channels", type=int, default=64, help="UNet model_channels (SD1.5 is 320)")
+    ap.add_argument("--latent", type=int, default=32, help="latent side (image side / 8)")
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per variant (median)")
     args = ap.parse_args(argv)
 
