@@ -10,19 +10,14 @@ COMFYUI_PATH=/path/to/ComfyUI python bench/mis_cost.py [--steps 10] [--mis 0.36]
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-import tempfile
 import time
 
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests", "host"))
-sys.path.insert(0, os.path.join(HERE, "..", "tests"))
-
-import comfy_harness  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_host import load_pack  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -34,18 +29,10 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per variant (median)")
     args = ap.parse_args(argv)
 
-    root, reason = comfy_harness.find_comfyui_root()
-    if root is None:
-        print(f"skipped: {reason}")
+    host, pack = load_pack()
+    if host is None:
+        print(pack)
         return 2
-    logging.disable(logging.WARNING)           # ComfyUI's optional-node import warnings
-    host = comfy_harness.import_host(root)
-    tmp = tempfile.mkdtemp(prefix="instdiff_bench_")
-    comfy_harness.set_io_directories(os.path.join(tmp, "io"))
-    pack, error = comfy_harness.loaded_pack_or_error(comfy_harness.load_extra_nodes(os.path.join(tmp, "custom_nodes")))
-    if pack is None:
-        print(error)
-        return 1
 
     import tiny_models
     from instdiff_fixtures import StubClip, box_layout, instdiff_for, sample

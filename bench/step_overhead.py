@@ -12,16 +12,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests", "host"))
-sys.path.insert(0, os.path.join(HERE, "..", "tests"))
-
-import comfy_harness  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_host import load_pack  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -31,18 +27,10 @@ def main(argv=None) -> int:
     ap.add_argument("--instances", type=int, default=4, help="boxes in the layout")
     args = ap.parse_args(argv)
 
-    root, reason = comfy_harness.find_comfyui_root()
-    if root is None:
-        print(f"skipped: {reason}")
+    host, pack = load_pack()
+    if host is None:
+        print(pack)
         return 2
-    host = comfy_harness.import_host(root)
-    tmp = tempfile.mkdtemp(prefix="instdiff_bench_")
-    comfy_harness.set_io_directories(os.path.join(tmp, "io"))
-    loaded = comfy_harness.load_extra_nodes(os.path.join(tmp, "custom_nodes"))
-    pack, error = comfy_harness.loaded_pack_or_error(loaded)
-    if pack is None:
-        print(error)
-        return 1
 
     import comfy.model_patcher
     import comfy.samplers
