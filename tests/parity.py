@@ -87,3 +87,15 @@ def report(name: str, err: float, tol: float) -> None:
     """Print the observed error (run pytest with -s or -rA to see it)."""
     status = "ok" if err <= tol else "FAIL"
     print(f"[parity] {name}: max abs err {err:.3e} (tol {tol:.0e}) {status}")
+
+
+def numpy_inputs_and_scenario(pdir=None):
+    """``(inputs as numpy arrays, scenario.json)`` of a parity set; skips the calling test when the set is missing."""
+    import pytest
+    from safetensors.numpy import load_file as load_numpy
+
+    pdir = Path(pdir or parity_dir())
+    if not (pdir / "inputs.safetensors").is_file():
+        pytest.skip(f"parity fixture not found: {pdir / 'inputs.safetensors'}")
+    with open(pdir / "scenario.json") as f:
+        return load_numpy(str(pdir / "inputs.safetensors")), json.load(f)

@@ -1,20 +1,16 @@
 """Grounding tensors: parity with the official-code fixture, null / single-instance inputs, and the bug fixes."""
-import json
 import math
-import os
 
 import numpy as np
 import pytest
 import torch
-from safetensors.numpy import load_file
+import parity as parity_sets
 
 from instancediffusion_core.grounding import (GROUNDING_KEYS, build_grounding, instance_grounding, null_grounding,
                                               resize_nearest, stack_groundings)
 from instancediffusion_core.layout import Instance, Layout, LayoutError
 from instancediffusion_core.mask_geometry import resample_scribble
 
-PARITY = os.environ.get("INSTDIFF_PARITY_DIR",
-                        os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "parity-public"))
 SHAPES = {"boxes": (4,), "masks": (), "positive_embeddings": (768,), "points": (2,), "scribbles": (40,),
           "polygons": (512,), "segs": (512, 512)}
 
@@ -74,12 +70,7 @@ def scenario_layout(scenario):
 
 @pytest.fixture(scope="module")
 def parity():
-    path = os.path.join(PARITY, "inputs.safetensors")
-    if not os.path.isfile(path):
-        pytest.skip(f"parity fixture not found: {path}")
-    with open(os.path.join(PARITY, "scenario.json")) as f:
-        scenario = json.load(f)
-    return load_file(path), scenario
+    return parity_sets.numpy_inputs_and_scenario()
 
 
 def test_scenario_masks_rasterise_like_the_fixture(parity):

@@ -1,26 +1,16 @@
 """Mask -> 256 polygon points (official sampler, spec 3.3) and scribble -> 20 points, checked against the fixture."""
-import json
-import os
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
+import parity as parity_sets
 
 from instancediffusion_core.mask_geometry import (find_contours, interior_points, mask_boundary_points, mask_extent,
                                                   polygon_points_from_mask, resample_scribble)
 
-PARITY = os.environ.get("INSTDIFF_PARITY_DIR",
-                        os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "parity-public"))
-
 
 @pytest.fixture(scope="module")
 def fixture_inputs():
-    path = os.path.join(PARITY, "inputs.safetensors")
-    if not os.path.isfile(path):
-        pytest.skip(f"parity fixture not found: {path}")
-    with open(os.path.join(PARITY, "scenario.json")) as f:
-        scenario = json.load(f)
-    return load_file(path), scenario
+    return parity_sets.numpy_inputs_and_scenario()
 
 
 # ------------------------------------------------------------------------------------------------ marching squares

@@ -58,3 +58,12 @@ def sample(model, positive, negative, latent, seed=0, steps=3, cfg=5.0, sampler=
     (out,) = nodes.common_ksampler(model, seed, steps, cfg, sampler, scheduler, positive, negative,
                                    {"samples": latent}, denoise=denoise)
     return out["samples"]
+
+
+def patched_tiny(pack, pack_core, base, end: float = 0.8):
+    """(node instances by key, INSTANCEDIFFUSION weights, base patched with UniFusion + ScaleU)."""
+    node = {k: cls() for k, cls in pack.NODE_CLASS_MAPPINGS.items()}
+    instdiff = instdiff_for(pack_core, base)
+    (m,) = node["ApplyUniFusion"].apply(base, instdiff, 1.0, 0.0, end)
+    (m,) = node["ApplyScaleU"].apply(m, instdiff)
+    return node, instdiff, m

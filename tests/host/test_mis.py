@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import comfy_harness
-from instdiff_fixtures import StubClip, box_layout, instdiff_for, sample
+from instdiff_fixtures import StubClip, box_layout, patched_tiny, sample
 
 STEPS = 5
 BOXES = [(4, 4, 30, 40), (20, 10, 60, 50), (30, 30, 62, 62)]
@@ -25,10 +25,7 @@ REL = 1e-5            # float-rounding tolerance relative to max |output| (batch
 
 @pytest.fixture(scope="module")
 def env(pack, pack_core, tiny_sd15):
-    node = {k: cls() for k, cls in pack.NODE_CLASS_MAPPINGS.items()}
-    instdiff = instdiff_for(pack_core, tiny_sd15)
-    (m,) = node["ApplyUniFusion"].apply(tiny_sd15, instdiff, 1.0, 0.0, 0.8)
-    (m,) = node["ApplyScaleU"].apply(m, instdiff)
+    node, instdiff, m = patched_tiny(pack, pack_core, tiny_sd15)
     return {"node": node, "model": m, "instdiff": instdiff, "core": pack_core, "mis": pack.nodes.mis,
             "ic": pack.nodes.instance_cond, "base": tiny_sd15}
 

@@ -4,17 +4,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from instdiff_fixtures import StubClip, box_layout, instdiff_for, sample
+from instdiff_fixtures import StubClip, box_layout, patched_tiny, sample
 
 STEPS = 5
 
 
 @pytest.fixture(scope="module")
 def setup(pack, pack_core, tiny_sd15):
-    node = {k: cls() for k, cls in pack.NODE_CLASS_MAPPINGS.items()}
-    instdiff = instdiff_for(pack_core, tiny_sd15)
-    (m,) = node["ApplyUniFusion"].apply(tiny_sd15, instdiff, 1.0, 0.0, 0.8)
-    (m,) = node["ApplyScaleU"].apply(m, instdiff)
+    node, instdiff, m = patched_tiny(pack, pack_core, tiny_sd15)
     return {"node": node, "model": m, "instdiff": instdiff, "core": pack_core, "pack": pack}
 
 
