@@ -34,7 +34,7 @@ def child(kind: str, side: int) -> dict:
     import torch
     from torch import nn
 
-    from instancediffusion_core.fuser import Fuser, sdpa_attention
+    from instancediffusion_core.model.fuser import Fuser, sdpa_attention
 
     torch.manual_seed(0)
     nv = side * side
@@ -47,7 +47,7 @@ def child(kind: str, side: int) -> dict:
         objs = torch.randn(BATCH, TOKENS, TOKEN_DIM)
         run = lambda: module(x, objs)  # noqa: E731
     elif kind == "ff":  # the block's own GEGLU feed-forward (LN, C -> 8C, gate, 4C -> C), plus the residual
-        from instancediffusion_core.fuser import GEGLUFeedForward
+        from instancediffusion_core.model.fuser import GEGLUFeedForward
 
         norm, ff = nn.LayerNorm(WIDTH), GEGLUFeedForward(WIDTH)
         run = lambda: x + ff(norm(x))  # noqa: E731

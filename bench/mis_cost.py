@@ -16,8 +16,7 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_host import load_pack  # noqa: E402
+from instdiff_testkit.host_session import load_pack
 
 
 def main(argv=None) -> int:
@@ -34,8 +33,8 @@ def main(argv=None) -> int:
         print(pack)
         return 2
 
-    import tiny_models
-    from instdiff_fixtures import StubClip, box_layout, instdiff_for, sample
+    from instdiff_testkit import tiny_models
+    from instdiff_testkit.host_fixtures import StubClip, box_layout, instdiff_for, sample
 
     core = pack.instancediffusion_core
     unet = tiny_models.tiny_sd15_patcher(model_channels=args.channels)

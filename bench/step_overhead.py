@@ -16,8 +16,7 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_host import load_pack  # noqa: E402
+from instdiff_testkit.host_session import load_pack
 
 
 def main(argv=None) -> int:
@@ -36,8 +35,8 @@ def main(argv=None) -> int:
     import comfy.samplers
     from torch.utils.flop_counter import FlopCounterMode
 
-    import tiny_models
-    from instdiff_fixtures import StubClip, box_layout
+    from instdiff_testkit import tiny_models
+    from instdiff_testkit.host_fixtures import StubClip, box_layout
 
     torch.manual_seed(0)
     print(f"ComfyUI {host['version']}; torch {torch.__version__}; threads {torch.get_num_threads()}")

@@ -28,11 +28,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "convert":
-        from .convert import cli_main
+        from .weights.convert import cli_main
         return cli_main(argv[1:])
     if argv and argv[0] == "preview":
         try:
-            from .preview import cli_main
+            from .layout.preview import cli_main
         except ImportError as exc:
             print(f"error: the preview command is unavailable ({exc})", file=sys.stderr)
             return 1

@@ -15,8 +15,8 @@ import random
 import numpy as np
 from PIL import Image
 
-from ..instancediffusion_core.layout import Layout, LayoutError
-from ..instancediffusion_core.layout_io import LoadedLayout, layout_to_official, load_layout
+from ..instancediffusion_core.layout.types import Layout, LayoutError
+from ..instancediffusion_core.layout.json_io import LoadedLayout, layout_to_official, load_layout
 from .types import CATEGORY, INSTANCE_LAYOUT
 
 NODE_TITLE = "Instance Layout Editor"

@@ -9,8 +9,8 @@ import torch
 
 import folder_paths
 
-from ..instancediffusion_core.layout_io import load_layout
-from ..instancediffusion_core.preview import draw_layout
+from ..instancediffusion_core.layout.json_io import load_layout
+from ..instancediffusion_core.layout.preview import draw_layout
 from .types import INSTANCE_LAYOUT
 
 _CAT = "instance_diffusion/layout"

@@ -10,7 +10,7 @@ import re
 
 import numpy as np
 
-from ..instancediffusion_core.layout import Instance, Layout, LayoutError, MAX_INSTANCES
+from ..instancediffusion_core.layout.types import Instance, Layout, LayoutError, MAX_INSTANCES
 from .types import CATEGORY, INSTANCE_LAYOUT
 
 _CAT = CATEGORY + "/layout"

@@ -14,7 +14,7 @@ import comfy.model_management
 import comfy.model_patcher
 import folder_paths
 
-from ..instancediffusion_core.checkpoint import load_instancediffusion
+from ..instancediffusion_core.weights.checkpoint import load_instancediffusion
 from .types import CATEGORY, INSTANCEDIFFUSION
 
 FOLDER = "instance_diffusion"

@@ -3,7 +3,7 @@
 Phase 1 denoises the global input and every instance alone (the instance phrase as the prompt, only its grounding
 in slot 0; same noise, same negative, same cfg) on the first ``m = int(S * mis)`` steps; the ``n + 1`` latents are
 averaged; phase 2 finishes the global input on the remaining steps (official rule, spec 4.3). The pure arithmetic
-lives in ``instancediffusion_core.mis``; this module only drives ComfyUI's own ``CFGGuider`` runs.
+lives in ``instancediffusion_core.sampling.mis``; this module only drives ComfyUI's own ``CFGGuider`` runs.
 
 How it maps onto ComfyUI (why each choice):
 - Every phase is a normal ``CFGGuider`` run on a sigma slice, so any sampler/scheduler, denoise < 1, latent
@@ -51,7 +51,7 @@ import comfy.samplers
 import comfy.utils
 import latent_preview
 
-from ..instancediffusion_core import mis as core
+from ..instancediffusion_core.sampling import mis as core
 from .instance_cond import COND_KEY, InstanceConditioning
 from .unifusion import SCHEDULE_KEY
 

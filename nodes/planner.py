@@ -4,9 +4,9 @@ from __future__ import annotations
 import logging
 import os
 
-from ..instancediffusion_core.layout import MAX_INSTANCES
-from ..instancediffusion_core.layout_check import check_layout, format_warnings
-from ..instancediffusion_core.planner import (DEFAULT_API_KEY_ENV, DEFAULT_BASE_URL, PlannerError, PlanRequest,
+from ..instancediffusion_core.layout.types import MAX_INSTANCES
+from ..instancediffusion_core.layout.check import check_layout, format_warnings
+from ..instancediffusion_core.planner.plan import (DEFAULT_API_KEY_ENV, DEFAULT_BASE_URL, PlannerError, PlanRequest,
                                               plan_layout)
 from .types import CATEGORY, INSTANCE_LAYOUT
 

@@ -1,13 +1,13 @@
 """Apply ScaleU: InstanceDiffusion's learned backbone/skip scaling on every decoder block, on a clone.
 
 The parameters are tiny (12 vectors + 12 scalars), so the patch keeps its own float32 copy and needs no
-model management; the math lives in ``instancediffusion_core.scaleu``.
+model management; the math lives in ``instancediffusion_core.model.scaleu``.
 """
 from __future__ import annotations
 
 import torch
 
-from ..instancediffusion_core.scaleu import scaleu
+from ..instancediffusion_core.model.scaleu import scaleu
 from .topology import unet_topology
 from .types import INSTANCEDIFFUSION, ModelPatchNode, weights_of
 from .unifusion import remove_instance_patches

@@ -12,7 +12,7 @@ import torch
 
 import comfy.patcher_extension
 
-from ..instancediffusion_core.schedule import grounding_scale
+from ..instancediffusion_core.sampling.schedule import grounding_scale
 from .instance_cond import COND_KEY
 from .topology import unet_topology
 from .types import INSTANCEDIFFUSION, ModelPatchNode, weights_of

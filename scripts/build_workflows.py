@@ -8,27 +8,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
+
+from instdiff_testkit import comfy_harness
+from instdiff_testkit import workflow_convert as wc
+from instdiff_testkit.host_session import load_pack
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tests", "host"))
-import comfy_harness  # noqa: E402
-
-root, _ = comfy_harness.find_comfyui_root()
-comfy_harness.import_host(root)
-_base = tempfile.mkdtemp()
-comfy_harness.set_io_directories(os.path.join(_base, "io"))
-comfy_harness.register_model_folders(os.path.join(_base, "models"))
-_res = comfy_harness.load_extra_nodes(os.path.join(_base, "custom_nodes"))
-for _sub, _name in (("checkpoints", "v1-5-pruned-emaonly.safetensors"), ("checkpoints", "sd_xl_refiner_1.0.safetensors"),
-                    ("instance_diffusion", "instancediffusion_sd15_addons.safetensors")):
-    open(os.path.join(_base, "models", _sub, _name), "wb").close()
-from PIL import Image as _Image
-_Image.new("RGBA", (512, 512)).save(os.path.join(_base, "io", "input", "example.png"))
-_mod, _err = comfy_harness.loaded_pack_or_error(_res)
-assert _mod is not None, _err
-
-import workflow_convert as wc  # noqa: E402
 
 DEMOS = os.path.join(REPO, "tests", "fixtures", "layouts", "official-demos")
 CKPT = "v1-5-pruned-emaonly.safetensors"
@@ -365,14 +350,6 @@ Open 'Load Image' (any picture of the canvas size, 512x512), right click > Open 
     return wf
 
 
-_ALL_TYPES = None
-
-
-def comfy_harness_has(type_):
-    import nodes
-    return type_ in nodes.NODE_CLASS_MAPPINGS
-
-
 def layout_from_json():
     d = demo("teddy_bear_castle")
     wf = Workflow()
@@ -560,19 +537,32 @@ BUILDERS = {
 }
 
 
-if __name__ == "__main__":
-    out_dir = sys.argv[1]
-    only = sys.argv[2:] or list(BUILDERS)
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        print(__doc__)
+        return 2
+    out_dir, only = argv[0], argv[1:] or list(BUILDERS)
+    host, pack = load_pack(placeholders={"checkpoints": [CKPT, REFINER], "instance_diffusion": [WEIGHTS]})
+    if host is None:
+        print(pack)
+        return 1
+    from PIL import Image
+    Image.new("RGBA", (512, 512)).save(os.path.join(host["dirs"]["input"], "example.png"))
     os.makedirs(out_dir, exist_ok=True)
     for name in only:
         wf = BUILDERS[name]()
-        if wf is None:
-            print(f"skip {name}")
-            continue
         data = wf.to_json()
         problems = wc.check_workflow(data, comfy_harness.object_info)
-        assert not problems, "\n".join(problems)
+        if problems:
+            print("\n".join(problems))
+            return 1
         with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
             json.dump(data, f, indent=2)
             f.write("\n")
         print(f"wrote {name}.json: {len(data['nodes'])} nodes, {len(data['links'])} links")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

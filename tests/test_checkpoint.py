@@ -12,8 +12,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-import synthetic_checkpoints as sc
-from instancediffusion_core.checkpoint import (
+from instdiff_testkit import synthetic_checkpoints as sc
+from instancediffusion_core.weights.checkpoint import (
     AddonWeights, CheckpointError, FUSER_SUFFIXES, SD15_FUSER_BLOCKS, addon_group, load_instancediffusion,
     parse_dtype, read_addon_state_dict, save_addons)
 

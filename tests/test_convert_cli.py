@@ -11,10 +11,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-import synthetic_checkpoints as sc
+from instdiff_testkit import synthetic_checkpoints as sc
 from instancediffusion_core import __main__ as cli
-from instancediffusion_core.checkpoint import CheckpointError, load_instancediffusion, read_addon_state_dict
-from instancediffusion_core.convert import convert
+from instancediffusion_core.weights.checkpoint import CheckpointError, load_instancediffusion, read_addon_state_dict
+from instancediffusion_core.weights.convert import convert
 
 
 def run_cli(*args, cwd=None):
@@ -119,7 +119,7 @@ def test_convert_function_streams_only_kept_records(tmp_path, official):
 def test_top_level_help_lists_subcommands_even_without_preview(monkeypatch, capsys):
     res = run_cli("--help")
     assert res.returncode == 0 and "convert" in res.stdout and "preview" in res.stdout
-    monkeypatch.setitem(sys.modules, "instancediffusion_core.preview", None)   # as if preview.py did not exist
+    monkeypatch.setitem(sys.modules, "instancediffusion_core.layout.preview", None)   # as if preview.py did not exist
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--help"])
     assert exit_info.value.code == 0
@@ -140,6 +140,6 @@ def test_preview_subcommand_dispatches(monkeypatch):
             seen.append(list(argv))
             return 0
 
-    monkeypatch.setitem(sys.modules, "instancediffusion_core.preview", FakePreview)
+    monkeypatch.setitem(sys.modules, "instancediffusion_core.layout.preview", FakePreview)
     assert cli.main(["preview", "a.json", "b.png", "--size", "64x64"]) == 0
     assert seen == [["a.json", "b.png", "--size", "64x64"]]

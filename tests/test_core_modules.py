@@ -8,12 +8,13 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from instancediffusion_core.addons import IncompatibleModelError, InstanceDiffusionAddons, fuser_sort_key
-from instancediffusion_core.convnext import ConvNeXt
-from instancediffusion_core.fourier import fourier_embed
-from instancediffusion_core.fuser import FUSER_KEY_SUFFIXES, Fuser
-from instancediffusion_core.position_net import DROP_CONFIGS, DropFlags, PositionNet
-from instancediffusion_core.scaleu import scaleu
+from instancediffusion_core.model.addons import IncompatibleModelError, InstanceDiffusionAddons, fuser_sort_key
+from instancediffusion_core.model.convnext import ConvNeXt
+from instancediffusion_core.model.fourier import fourier_embed
+from instancediffusion_core.model.fuser import Fuser
+from instancediffusion_core.model.keys import FUSER_SUFFIXES
+from instancediffusion_core.model.position_net import DROP_CONFIGS, DropFlags, PositionNet
+from instancediffusion_core.model.scaleu import scaleu
 
 TINY_POSNET = dict(text_dim=12, out_dim=16, mid_dim=24, n_slots=6, num_freqs=4, n_scribble_points=3,
                    n_polygon_points=5, convnext_dims=(4, 8, 8, 16), convnext_depths=(1, 2, 1, 1),
@@ -343,7 +344,7 @@ def tiny_addons(seed=0):
 def test_addons_state_dict_uses_official_keys_and_round_trips(tmp_path):
     addons = tiny_addons()
     sd = addons.state_dict()
-    fuser_keys = {f"{p}.fuser.{s}" for p in FUSER_WIDTHS for s in FUSER_KEY_SUFFIXES}
+    fuser_keys = {f"{p}.fuser.{s}" for p in FUSER_WIDTHS for s in FUSER_SUFFIXES}
     scaleu_keys = {f"scaleu_{kind}_{k}" for k in (3, 11) for kind in "bs"}
     posnet_keys = {f"position_net.{k}" for k in addons.position_net.state_dict()}
     assert set(sd) == fuser_keys | scaleu_keys | posnet_keys

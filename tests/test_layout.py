@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from instancediffusion_core.layout import MAX_INSTANCES, Instance, Layout, LayoutError, validate
+from instancediffusion_core.layout.types import MAX_INSTANCES, Instance, Layout, LayoutError, validate
 
 
 def _mask(h=64, w=96, box=(10, 20, 30, 40)):

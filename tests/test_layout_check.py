@@ -9,10 +9,10 @@ import os
 import numpy as np
 import pytest
 
-from instancediffusion_core.layout import Instance, Layout
-from instancediffusion_core.layout_check import (KINDS, LayoutWarning, box_iou, caption_similarity, check_layout,
+from instancediffusion_core.layout.types import Instance, Layout
+from instancediffusion_core.layout.check import (KINDS, LayoutWarning, box_iou, caption_similarity, check_layout,
                                                  format_warnings, typical_height)
-from instancediffusion_core.layout_io import load_layout
+from instancediffusion_core.layout.json_io import load_layout
 
 LAYOUTS = os.environ.get("INSTDIFF_LAYOUTS_DIR",
                          os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "layouts"))

@@ -160,7 +160,7 @@ def _run_js(body: str) -> str:
 
 @needs_node
 def test_brushed_mask_rle_from_the_editor_decodes_in_python(mod):
-    rle_mod = importlib.import_module(f"{PACKAGE}.instancediffusion_core.rle")
+    rle_mod = importlib.import_module(f"{PACKAGE}.instancediffusion_core.layout.rle")
     out = _run_js("""
         import { emptyMask, paintStroke, encodeRLE } from "web/mask_bitmap.js";
         const w = 97, h = 61;
@@ -178,7 +178,7 @@ def test_brushed_mask_rle_from_the_editor_decodes_in_python(mod):
 
 @needs_node
 def test_python_rle_decodes_in_the_editor(mod):
-    rle_mod = importlib.import_module(f"{PACKAGE}.instancediffusion_core.rle")
+    rle_mod = importlib.import_module(f"{PACKAGE}.instancediffusion_core.layout.rle")
     yy, xx = np.mgrid[:50, :70]
     mask = ((xx - 30) ** 2 + (yy - 20) ** 2 < 15 ** 2) | ((xx > 55) & (yy > 35))
     rle = rle_mod.encode_rle(mask)

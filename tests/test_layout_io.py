@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from instancediffusion_core.layout import Instance, Layout, LayoutError
-from instancediffusion_core.layout_io import decide_bbox_format, layout_to_official, load_layout, save_layout
-from instancediffusion_core.rle import (RLEError, decode_counts_string, decode_rle, encode_counts_string, encode_rle,
+from instancediffusion_core.layout.types import Instance, Layout, LayoutError
+from instancediffusion_core.layout.json_io import decide_bbox_format, layout_to_official, load_layout, save_layout
+from instancediffusion_core.layout.rle import (RLEError, decode_counts_string, decode_rle, encode_counts_string, encode_rle,
                                         rasterize_polygons)
 
 LAYOUTS = os.environ.get("INSTDIFF_LAYOUTS_DIR",

@@ -8,11 +8,11 @@ import os
 import pytest
 import torch
 
-import parity
-import recipe
-from instancediffusion_core.grounding import build_grounding
-from instancediffusion_core.position_net import DropFlags, PositionNet
-from test_grounding import scenario_layout
+from instdiff_testkit import parity
+from instdiff_testkit import recipe
+from instancediffusion_core.layout.grounding import build_grounding
+from instancediffusion_core.model.position_net import DropFlags, PositionNet
+from instdiff_testkit.parity_scenario import scenario_layout
 
 TOL = 1e-4
 PDIR = parity.parity_dir()

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-import parity as parity_sets
+from instdiff_testkit import parity as parity_sets
 
-from instancediffusion_core.mask_geometry import (find_contours, interior_points, mask_boundary_points, mask_extent,
+from instancediffusion_core.layout.mask_geometry import (find_contours, interior_points, mask_boundary_points, mask_extent,
                                                   polygon_points_from_mask, resample_scribble)
 
 

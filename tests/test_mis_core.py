@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from instancediffusion_core import mis
+from instancediffusion_core.sampling import mis
 
 
 @pytest.mark.parametrize("steps, frac, expected", [(50, 0.36, 18), (50, 0.3, 15), (50, 0.2, 10), (20, 0.36, 7),

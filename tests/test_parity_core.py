@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-import parity
-import recipe
-from instancediffusion_core.addons import InstanceDiffusionAddons
-from instancediffusion_core.position_net import DropFlags, PositionNet
-from instancediffusion_core.scaleu import scaleu
+from instdiff_testkit import parity
+from instdiff_testkit import recipe
+from instancediffusion_core.model.addons import InstanceDiffusionAddons
+from instancediffusion_core.model.position_net import DropFlags, PositionNet
+from instancediffusion_core.model.scaleu import scaleu
 
 TOL = 1e-4
 

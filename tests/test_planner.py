@@ -10,9 +10,9 @@ import types
 
 import pytest
 
-from chat_server import ChatServer, Reply, closed_port_url
-from instancediffusion_core.layout import MAX_INSTANCES
-from instancediffusion_core.planner import (PlanCache, PlannerError, PlanReplyError, PlanRequest, build_messages,
+from instdiff_testkit.chat_server import ChatServer, Reply, closed_port_url
+from instancediffusion_core.layout.types import MAX_INSTANCES
+from instancediffusion_core.planner.plan import (PlanCache, PlannerError, PlanReplyError, PlanRequest, build_messages,
                                             extract_json, parse_layout_reply, plan_layout)
 
 KEY_ENV = "INSTDIFF_TEST_PLANNER_KEY"

@@ -4,8 +4,8 @@ import json
 import numpy as np
 from PIL import Image
 
-from instancediffusion_core.layout import Instance, Layout
-from instancediffusion_core.preview import BACKGROUND, MASK_ALPHA, cli_main, draw_layout, instance_colour
+from instancediffusion_core.layout.types import Instance, Layout
+from instancediffusion_core.layout.preview import BACKGROUND, MASK_ALPHA, cli_main, draw_layout, instance_colour
 
 
 def _layout():

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from instancediffusion_core.drop_config import auto_drop_config, resolve_drop_config
-from instancediffusion_core.schedule import (fraction_to_step, grounding_scale, grounding_window, mis_steps,
+from instancediffusion_core.model.drop_config import auto_drop_config, resolve_drop_config
+from instancediffusion_core.sampling.schedule import (fraction_to_step, grounding_scale, grounding_window, mis_steps,
                                              step_index)
 
 

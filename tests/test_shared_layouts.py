@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from instancediffusion_core.layout_io import load_layout
+from instancediffusion_core.layout.json_io import load_layout
 
 LAYOUTS = os.environ.get("INSTDIFF_LAYOUTS_DIR",
                          os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "layouts"))

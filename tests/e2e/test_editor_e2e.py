@@ -15,8 +15,8 @@ import tempfile
 
 import pytest
 
-from comfy_server import REPO, ComfyServer, is_comfyui_root
-from instancediffusion_core.rle import decode_rle, rasterize_polygons
+from instdiff_testkit.comfy_server import REPO, ComfyServer, is_comfyui_root
+from instancediffusion_core.layout.rle import decode_rle, rasterize_polygons
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "editor_e2e.mjs")
 WEB_JS = sorted(f for f in os.listdir(os.path.join(REPO, "web", "js")) if f.endswith(".js"))

@@ -14,15 +14,10 @@ below give:
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if _HERE not in sys.path:            # pytest's prepend import mode adds it; importlib mode does not
-    sys.path.append(_HERE)
-
-import comfy_harness  # noqa: E402
+from instdiff_testkit import comfy_harness
 
 HOST_ROOT, NO_HOST_REASON = comfy_harness.find_comfyui_root()
 HOST = comfy_harness.import_host(HOST_ROOT) if HOST_ROOT else None
@@ -98,7 +93,7 @@ def _checkpoint_cache_dir(request, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(request, tmp_path_factory, models_dir):
-    import tiny_models
+    from instdiff_testkit import tiny_models
 
     cache_dir = _checkpoint_cache_dir(request, tmp_path_factory)
     path = tiny_models.tiny_checkpoint_file(cache_dir)
@@ -114,7 +109,7 @@ def tiny_checkpoint(request, tmp_path_factory, models_dir):
 
 @pytest.fixture(scope="session")
 def tiny_sd15():
-    import tiny_models
+    from instdiff_testkit import tiny_models
 
     return tiny_models.tiny_sd15_patcher()
 

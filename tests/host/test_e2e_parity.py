@@ -12,8 +12,8 @@ import os
 import pytest
 import torch
 
-import parity
-import recipe
+from instdiff_testkit import parity
+from instdiff_testkit import recipe
 
 TOL = 1e-3
 
@@ -79,7 +79,7 @@ def _eps(model_patcher, positive, x, t):
 def test_unet_eps_matches_official(e2e, pack, case):
     tokenizer = pack.nodes.tokenizer
     instance_cond = pack.nodes.instance_cond
-    position_net = pack.instancediffusion_core.position_net
+    position_net = pack.instancediffusion_core.model.position_net
     nodes, inputs, meta = e2e["nodes"], e2e["inputs"], e2e["meta"]
     cfg_name = meta["e2e"]["config"]
     drop = position_net.DropFlags(**{k[len("test_drop_"):]: bool(v) for k, v in meta["configs"][cfg_name].items()})

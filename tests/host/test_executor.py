@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-import tiny_models
+from instdiff_testkit import tiny_models
 
 WEIGHTS = "tiny_instdiff_addons.safetensors"
 
@@ -62,7 +62,7 @@ def test_full_graph_executes_and_saves_an_image(run_prompt, tiny_checkpoint, wei
 
 
 def test_bad_layout_value_is_a_clear_node_error(run_prompt, tiny_checkpoint, weights_file, pack):
-    from comfy_harness import PromptError
+    from instdiff_testkit.comfy_harness import PromptError
 
     g = graph(tiny_checkpoint["name"], weights_file)
     g["4"]["inputs"]["x"] = 120            # box 120..168 leaves the 128 px canvas

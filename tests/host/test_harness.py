@@ -11,8 +11,8 @@ import sys
 import pytest
 import torch
 
-import comfy_harness
-import tiny_models
+from instdiff_testkit import comfy_harness
+from instdiff_testkit import tiny_models
 
 TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS_JSON = os.path.join(TESTS_DIR, "fixtures", "parity-public", "keys.json")

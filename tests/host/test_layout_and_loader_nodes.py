@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import tiny_models
+from instdiff_testkit import tiny_models
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-import comfy_harness
-from instdiff_fixtures import StubClip, box_layout, patched_tiny, sample
+from instdiff_testkit import comfy_harness
+from instdiff_testkit.host_fixtures import StubClip, box_layout, patched_tiny, sample
 
 STEPS = 5
 BOXES = [(4, 4, 30, 40), (20, 10, 60, 50), (30, 30, 62, 62)]

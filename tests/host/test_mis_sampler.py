@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from instdiff_fixtures import StubClip, box_layout, patched_tiny, sample
+from instdiff_testkit.host_fixtures import StubClip, box_layout, patched_tiny, sample
 
 STEPS = 5
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import tiny_models
-from instdiff_fixtures import StubClip, box_layout, instdiff_for, sample
+from instdiff_testkit import tiny_models
+from instdiff_testkit.host_fixtures import StubClip, box_layout, instdiff_for, sample
 
 
 @pytest.fixture(scope="module")

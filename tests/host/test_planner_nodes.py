@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from chat_server import ChatServer, Reply
+from instdiff_testkit.chat_server import ChatServer, Reply
 
 
 def test_planner_node_returns_a_checked_layout_and_caches(pack, tmp_path):

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import comfy_harness
-import tiny_models
-import workflow_convert as wc
+from instdiff_testkit import comfy_harness
+from instdiff_testkit import tiny_models
+from instdiff_testkit import workflow_convert as wc
 
 WORKFLOW_DIR = os.path.join(comfy_harness.REPO_ROOT, "workflows")
 WORKFLOWS = sorted(glob.glob(os.path.join(WORKFLOW_DIR, "*.json")))

@@ -28,7 +28,7 @@ from unittest import mock
 
 import torch
 
-FIXTURE_KEYS = Path(__file__).resolve().parent / "fixtures" / "parity-public" / "keys.json"
+FIXTURE_KEYS = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "parity-public" / "keys.json"
 
 TEXT, MID = 8, 12                               # text / token width, position-net MLP width
 CONVNEXT_DIMS, CONVNEXT_DEPTHS = (4, 4, 8, 8), (3, 3, 9, 3)

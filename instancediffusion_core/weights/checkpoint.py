@@ -29,10 +29,10 @@ from typing import Any, Mapping
 
 import torch
 
-from .addon_keys import (FUSER_SUFFIXES, GROUPS, SD15_COUNTS, SD15_FUSER_BLOCKS, addon_group, group_counts,
-                         validate_groups)
-from .checkpoint_error import CheckpointError
-from .checkpoint_sources import Source, open_mapping, open_path
+from ..model.keys import FUSER_SUFFIXES, GROUPS, SD15_COUNTS, SD15_FUSER_BLOCKS
+from .key_groups import addon_group, group_counts, validate_groups
+from .errors import CheckpointError
+from .sources import Source, open_mapping, open_path
 from .safetensors_io import FORMAT_NAME, FORMAT_VERSION, write_safetensors
 
 __all__ = [
@@ -283,7 +283,7 @@ def load_instancediffusion(path_or_state_dict, dtype: Any = None, allow_partial:
               f"tensors, ScaleU {have['scaleu']['tensors']} tensors. Grounding needs both the position net and the "
               f"fusers: load the files together (a list of paths) or use the official file; "
               f"allow_partial=True loads what is there anyway.")
-    from .addons import InstanceDiffusionAddons  # lazy: reading files never depends on the model code
+    from ..model.addons import InstanceDiffusionAddons  # lazy: reading files never depends on the model code
     try:
         addons = InstanceDiffusionAddons.from_state_dict(weights.tensors, dtype=parse_dtype(dtype))
     except CheckpointError:

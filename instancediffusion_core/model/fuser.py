@@ -15,13 +15,6 @@ from torch import nn
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
 
-FUSER_KEY_SUFFIXES = (
-    "alpha_attn", "alpha_dense", "linear.weight", "linear.bias",
-    "attn.to_q.weight", "attn.to_k.weight", "attn.to_v.weight", "attn.to_out.0.weight", "attn.to_out.0.bias",
-    "ff.net.0.proj.weight", "ff.net.0.proj.bias", "ff.net.2.weight", "ff.net.2.bias",
-    "norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias",
-)
-
 
 def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
     """Multi-head attention with ComfyUI's ``optimized_attention`` calling convention.

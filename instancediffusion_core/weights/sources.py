@@ -12,9 +12,9 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from .addon_keys import strip_prefixes
-from .addon_layouts import extract_addons, prefix_bare_position_net, select_addons
-from .checkpoint_error import CheckpointError
+from .key_groups import strip_prefixes
+from .file_layouts import extract_addons, prefix_bare_position_net, select_addons
+from .errors import CheckpointError
 from .safe_pickle import LazyTensor
 from .safetensors_io import FORMAT_NAME, SafetensorsFile
 from .torch_zip import TorchZip

@@ -31,8 +31,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from .layout import Layout, LayoutError, MAX_INSTANCES
-from .layout_io import load_layout
+from ..layout.types import Layout, LayoutError, MAX_INSTANCES
+from ..layout.json_io import load_layout
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8080/v1"
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"

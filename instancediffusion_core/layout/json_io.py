@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .layout import Instance, Layout, LayoutError, MAX_INSTANCES, check_instance
+from .types import Instance, Layout, LayoutError, MAX_INSTANCES, check_instance
 from .mask_geometry import mask_extent
 from .rle import RLEError, decode_rle, encode_rle, rasterize_polygons
 

@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from .checkpoint_error import CheckpointError
+from .errors import CheckpointError
 from .safe_pickle import LazyStorage, LazyTensor, RestrictedUnpickler
 
 

@@ -21,7 +21,7 @@ import sys
 import types
 import uuid
 
-REPO_ROOT = os.path.realpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+REPO_ROOT = os.path.realpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 PACK_DIR_NAME = "comfyui-instdiff"
 ENV_VAR = "COMFYUI_PATH"
 NO_HOST_REASON = (f"no ComfyUI host: set {ENV_VAR}=/path/to/ComfyUI (a ComfyUI checkout with comfy/ and nodes.py) "

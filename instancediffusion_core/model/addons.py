@@ -7,7 +7,6 @@ safetensors round trips need no key mapping, and a partial file (only some fuser
 """
 from __future__ import annotations
 
-import re
 from collections import Counter
 from typing import Mapping
 
@@ -15,12 +14,10 @@ import torch
 from torch import nn
 
 from .fuser import Fuser
+from .keys import ANY_FUSER_KEY, POSITION_NET_PREFIX, SCALEU_KEY
 from .position_net import PositionNet
 from .scaleu import scaleu
 
-POSITION_NET_PREFIX = "position_net."
-_FUSER_KEY = re.compile(r"^(?P<prefix>.+)\.fuser\.(?P<suffix>.+)$")
-_SCALEU_KEY = re.compile(r"^scaleu_(?P<kind>[bs])_(?P<k>\d+)$")
 _GROUP_ORDER = {"input_blocks": 0, "middle_block": 1, "output_blocks": 2}
 _KNOWN_CONTEXTS = {768: "SD1.x", 1024: "SD2.x", 1280: "SDXL refiner", 2048: "SDXL"}
 
@@ -105,16 +102,16 @@ class InstanceDiffusionAddons(nn.Module):
             value = _assignable(value, dtype)
             if key.startswith(POSITION_NET_PREFIX):
                 posnet_sd[key[len(POSITION_NET_PREFIX):]] = value
-            elif (m := _FUSER_KEY.match(key)) is not None:
+            elif (m := ANY_FUSER_KEY.match(key)) is not None:
                 fuser_sds.setdefault(m["prefix"], {})[m["suffix"]] = value
-            elif (m := _SCALEU_KEY.match(key)) is not None:
+            elif (m := SCALEU_KEY.match(key)) is not None:
                 scaleu_sd.setdefault(int(m["k"]), {})[m["kind"]] = value
             else:
                 unknown.append(key)
         if unknown:
             raise ValueError(f"{len(unknown)} keys are not InstanceDiffusion add-on weights, e.g. {unknown[:5]}; "
                              f"pass only position_net.*, <block>.transformer_blocks.<j>.fuser.* and scaleu_[bs]_<k> "
-                             f"(instancediffusion_core.checkpoint.read_addon_state_dict filters a full checkpoint)")
+                             f"(instancediffusion_core.weights.read_addon_state_dict filters a full checkpoint)")
         for k, pair in scaleu_sd.items():
             if set(pair) != {"b", "s"}:
                 missing = "scaleu_s" if "s" not in pair else "scaleu_b"
@@ -221,7 +218,7 @@ class InstanceDiffusionAddons(nn.Module):
         dtypes = Counter()
         for name, t in self.state_dict().items():
             group = ("position_net" if name.startswith(POSITION_NET_PREFIX)
-                     else "scaleu" if _SCALEU_KEY.match(name) else "fusers")
+                     else "scaleu" if SCALEU_KEY.match(name) else "fusers")
             groups[group][0] += 1
             groups[group][1] += t.numel()
             dtypes[str(t.dtype).replace("torch.", "")] += 1

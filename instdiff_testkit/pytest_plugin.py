@@ -1,4 +1,4 @@
-"""pytest plugin: the repo root is a ComfyUI custom-node package (it has __init__.py), not a test package.
+"""pytest plugin (``-p instdiff_testkit.pytest_plugin`` in pyproject): the repo root is a ComfyUI custom-node package (it has __init__.py), not a test package.
 
 Without this, pytest collects the root as a Package and imports its __init__.py (which imports ComfyUI) before
 any test, so even the pure-core tests would need a ComfyUI host.

@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from .checkpoint_error import CheckpointError
+from .errors import CheckpointError
 
 FORMAT_NAME = "instancediffusion-addons"      # metadata "format" of the files we write
 FORMAT_VERSION = "1"

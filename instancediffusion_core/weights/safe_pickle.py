@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint_error import OFFICIAL_SOURCE_HINT, CheckpointError
+from .errors import OFFICIAL_SOURCE_HINT, CheckpointError
 
 
 class Inert:

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 ENV_VAR = "INSTDIFF_PARITY_DIR"
-DEFAULT_DIR = Path(__file__).resolve().parent / "fixtures" / "parity-public"
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "parity-public"
 
 
 def parity_dir() -> Path:

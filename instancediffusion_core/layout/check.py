@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-from .layout import Instance, Layout
+from .types import Instance, Layout
 from .mask_geometry import mask_extent
 
 KINDS = ("edge", "too_small", "duplicate", "contains", "perspective")

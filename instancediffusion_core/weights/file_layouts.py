@@ -12,9 +12,9 @@ from typing import Any, Mapping
 
 import torch
 
-from .addon_keys import (CONVNEXT_PREFIX, FUSER_SUFFIXES, POSITION_NET_PREFIX, SD15_INPUT_BLOCKS, SD15_OUTPUT_BLOCKS,
-                         addon_group, strip_prefixes)
-from .checkpoint_error import OFFICIAL_SOURCE_HINT, CheckpointError
+from ..model.keys import CONVNEXT_PREFIX, FUSER_SUFFIXES, POSITION_NET_PREFIX, SD15_INPUT_BLOCKS, SD15_OUTPUT_BLOCKS
+from .key_groups import addon_group, strip_prefixes
+from .errors import OFFICIAL_SOURCE_HINT, CheckpointError
 from .safe_pickle import Inert, LazyTensor
 
 _BASE_UNET_PREFIXES = ("time_embed.", "input_blocks.", "middle_block.", "output_blocks.", "out.", "label_emb.")

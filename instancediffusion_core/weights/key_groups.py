@@ -1,42 +1,14 @@
-"""The official add-on key names: which group a key belongs to, group counts, and when a group is complete.
-
-Every file format is mapped to these names, so the reader, the writer and the validation share one definition.
-"""
+"""Groups of official add-on keys (names in ``model.keys``): which group a key is in, counts, completeness."""
 from __future__ import annotations
 
 import collections
 import math
-import re
 from typing import Mapping, Sequence
 
-from .checkpoint_error import CheckpointError
+from ..model.keys import (CONVNEXT_PREFIX, FUSER_KEY, FUSER_SUFFIXES, GROUPS, POSITION_NET_PREFIX, POSNET_CORE,
+                          SCALEU_KEY, SD15_FUSER_BLOCKS)
+from .errors import CheckpointError
 
-POSITION_NET_PREFIX = "position_net."
-FUSER_SUFFIXES = (
-    "alpha_attn", "alpha_dense", "linear.weight", "linear.bias",
-    "attn.to_q.weight", "attn.to_k.weight", "attn.to_v.weight", "attn.to_out.0.weight", "attn.to_out.0.bias",
-    "ff.net.0.proj.weight", "ff.net.0.proj.bias", "ff.net.2.weight", "ff.net.2.bias",
-    "norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias",
-)
-# The 16 SD1.5 transformer blocks that carry a fuser (official state-dict prefixes, transformer block 0).
-SD15_INPUT_BLOCKS = (1, 2, 4, 5, 7, 8)
-SD15_OUTPUT_BLOCKS = (3, 4, 5, 6, 7, 8, 9, 10, 11)
-SD15_FUSER_BLOCKS = tuple([f"input_blocks.{i}.1" for i in SD15_INPUT_BLOCKS] + ["middle_block.1"]
-                          + [f"output_blocks.{i}.1" for i in SD15_OUTPUT_BLOCKS])
-SD15_COUNTS = {"position_net": 217, "fusers": 272, "scaleu": 24}   # tensors of the official SD1.5 add-ons
-GROUPS = ("position_net", "fusers", "scaleu")
-
-# Tensors the position net cannot work without (the ConvNeXt layout is checked by the position net itself).
-POSNET_CORE = (
-    ["null_positive_feature", "null_position_feature", "null_point_feature", "null_scribble_feature",
-     "null_polygon_feature", "null_seg_feature", "pos_embedding", "in_conv.weight", "in_conv.bias"]
-    + [f"linears_list.{m}.{i}.{p}" for m in range(5) for i in (0, 2, 4) for p in ("weight", "bias")]
-)
-CONVNEXT_PREFIX = "convnext_tiny_backbone."
-
-FUSER_KEY = re.compile(r"^(?P<block>input_blocks\.\d+\.\d+|middle_block\.\d+|output_blocks\.\d+\.\d+)"
-                       r"\.transformer_blocks\.(?P<j>\d+)\.fuser\.(?P<suffix>.+)$")
-SCALEU_KEY = re.compile(r"^scaleu_(?P<kind>[bs])_(?P<k>\d+)$")
 _STRIP_PREFIXES = ("module.", "model.diffusion_model.", "diffusion_model.")
 
 

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from .layout import Layout, LayoutError
+from .types import Layout, LayoutError
 
 BACKGROUND = (250, 250, 250)
 MASK_ALPHA = 0.35
@@ -161,7 +161,7 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 def cli_main(argv: Sequence[str]) -> int:
     """``python -m instancediffusion_core preview layout.json out.png [--bbox-format auto] [--size WxH]``."""
-    from .layout_io import BBOX_FORMATS, load_layout
+    from .json_io import BBOX_FORMATS, load_layout
 
     parser = argparse.ArgumentParser(prog="python -m instancediffusion_core preview",
                                      description="Draw a layout JSON (official InstanceDiffusion format) to a PNG.")

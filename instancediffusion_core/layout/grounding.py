@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .layout import Instance, Layout, LayoutError, MAX_INSTANCES
+from .types import Instance, Layout, LayoutError, MAX_INSTANCES
 from .mask_geometry import mask_extent, polygon_points_from_mask, resample_scribble
 
 N_SCRIBBLE_POINTS = 20

@@ -6,7 +6,7 @@ import hashlib
 import torch
 
 import comfy.model_patcher
-import tiny_models
+from . import tiny_models
 
 
 class StubClip:

@@ -16,19 +16,16 @@ import time
 import urllib.error
 import urllib.request
 
-REPO = os.path.realpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
-HARNESS_DIR = os.path.join(REPO, "tests", "host")
+REPO = os.path.realpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 PACK_DIR_NAME = "comfyui-instdiff"
 
 _LAUNCHER = """
 import runpy, sys
-harness_dir, host = sys.argv[1], sys.argv[2]
-sys.path.insert(0, harness_dir)
-import comfy_harness
+host = sys.argv[1]
+from instdiff_testkit import comfy_harness
 comfy_harness.install_missing_module_stubs()
-sys.path.remove(harness_dir)
 sys.path.insert(0, host)
-sys.argv = [host + "/main.py"] + sys.argv[3:]
+sys.argv = [host + "/main.py"] + sys.argv[2:]
 runpy.run_path(host + "/main.py", run_name="__main__")
 """
 
@@ -77,7 +74,7 @@ class ComfyServer:
     def start(self, timeout: float = 180.0) -> "ComfyServer":
         args = self._prepare()
         log = open(self.log_path, "w", encoding="utf-8")
-        self.process = subprocess.Popen([self.python, "-c", _LAUNCHER, HARNESS_DIR, self.host_root, *args],
+        self.process = subprocess.Popen([self.python, "-c", _LAUNCHER, self.host_root, *args],
                                         cwd=self.host_root, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + timeout
