@@ -38,7 +38,7 @@ def instdiff_for(pack_core, patcher, seed: int = 0, dtype=torch.float32):
     """An INSTANCEDIFFUSION value (ModelPatcher of InstanceDiffusionAddons) sized for `patcher`'s UNet."""
     fuser_widths, scaleu_widths, _ctx = tiny_models.unet_topology(patcher)
     sd = tiny_models.tiny_addon_state_dict(fuser_widths, scaleu_widths, seed=seed)
-    addons = pack_core.addons.InstanceDiffusionAddons.from_state_dict(sd).to(dtype).eval()
+    addons = pack_core.InstanceDiffusionAddons.from_state_dict(sd).to(dtype).eval()
     addons.requires_grad_(False)
     return comfy.model_patcher.ModelPatcher(addons, torch.device("cpu"), torch.device("cpu"))
 

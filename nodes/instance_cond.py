@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import torch
 
-COND_KEY = "instance_diffusion"
+from .patching import COND_KEY  # noqa: F401  (the key this data travels under)
 
 
 @dataclass
@@ -43,8 +43,6 @@ class InstanceConditioning:
     def for_instance(self, i: int) -> "InstanceConditioning":
         """The conditioning data of instance i alone (slot 0), as the multi-instance sampler's phase 1 uses it."""
         tokens = self.single_instance_tokens()[i:i + 1]
-        sub_layout = self.layout.__class__(width=self.layout.width, height=self.layout.height,
-                                           caption=self.prompts[i].caption if self.prompts else "",
-                                           instances=(self.layout.instances[i],))
+        sub_layout = self.layout.only(i, caption=self.prompts[i].caption if self.prompts else "")
         return InstanceConditioning(tokens=tokens, layout=sub_layout, config=self.config,
                                     prompts=[self.prompts[i]] if self.prompts else [])

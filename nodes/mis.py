@@ -52,8 +52,8 @@ import comfy.utils
 import latent_preview
 
 from ..instancediffusion_core.sampling import mis as core
-from .instance_cond import COND_KEY, InstanceConditioning
-from .unifusion import SCHEDULE_KEY
+from .instance_cond import InstanceConditioning
+from .patching import COND_KEY, SCHEDULE_KEY
 
 CATEGORY = "instance_diffusion/sampling"
 DEFAULT_MIS = 0.36

@@ -10,7 +10,7 @@ import torch
 from ..instancediffusion_core.model.scaleu import scaleu
 from .topology import unet_topology
 from .types import INSTANCEDIFFUSION, ModelPatchNode, weights_of
-from .unifusion import remove_instance_patches
+from .patching import remove_patches_of
 
 
 class ScaleUPatch:
@@ -66,7 +66,7 @@ class ApplyScaleU(ModelPatchNode):
         topo = unet_topology(model)
         addons.check_compatible({}, topo.scaleu_widths, None)
         m = model.clone()
-        remove_instance_patches(m.model_options, ScaleUPatch)
+        remove_patches_of(m.model_options, ScaleUPatch)
         m.set_model_output_block_patch(ScaleUPatch(params))
         return (m,)
 

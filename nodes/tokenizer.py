@@ -13,7 +13,8 @@ import node_helpers
 from ..instancediffusion_core.model.drop_config import CONFIG_NAMES, resolve_drop_config
 from ..instancediffusion_core.layout.grounding import build_grounding, instance_grounding, stack_groundings
 from ..instancediffusion_core.model.position_net import DROP_CONFIGS
-from .instance_cond import COND_KEY, InstanceConditioning, InstancePrompt
+from .instance_cond import InstanceConditioning, InstancePrompt
+from .patching import COND_KEY
 from .types import CATEGORY, INSTANCE_LAYOUT, INSTANCEDIFFUSION, weights_of
 
 

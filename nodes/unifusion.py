@@ -1,8 +1,8 @@
 """Apply UniFusion: the gated fusion layer between attn1 and attn2 of every transformer block, on a clone.
 
 Two pieces, both public ComfyUI hooks:
-- a ``CALC_COND_BATCH`` wrapper that maps each cond's ``uuid`` to the grounding tokens the tokenizer attached
-  (a cond without tokens, i.e. the negative, maps to nothing -> null grounding, as the official uncond pass);
+- a ``CALC_COND_BATCH`` wrapper (``patching.token_table_wrapper``) that maps each cond's ``uuid`` to the grounding
+  tokens the tokenizer attached (the negative gets the null grounding, as the official uncond pass);
 - a ``middle_patch`` that runs the fuser of the current block on the whole batch at once, so cond and uncond
   stay one UNet call (16 fuser calls per step, not 32).
 """
@@ -13,29 +13,9 @@ import torch
 import comfy.patcher_extension
 
 from ..instancediffusion_core.sampling.schedule import grounding_scale
-from .instance_cond import COND_KEY
+from .patching import SCHEDULE_KEY, TABLE_KEY, WRAPPER_KEY, TokenTable, remove_patches_of, token_table_wrapper
 from .topology import unet_topology
 from .types import INSTANCEDIFFUSION, ModelPatchNode, weights_of
-
-TABLE_KEY = "instance_diffusion_tokens"          # transformer_options: uuid -> tokens [1|B, T, D]
-SCHEDULE_KEY = "instance_diffusion_schedule"     # transformer_options: full sigma schedule (set by the MIS sampler)
-WRAPPER_KEY = "instance_diffusion"
-
-
-def token_table_wrapper(executor, model, conds, x_in, timestep, model_options, *args, **kwargs):
-    """Publish {cond uuid: tokens} for this batch in a copy of transformer_options (never the caller's dict)."""
-    table = {}
-    for group in conds:
-        for c in group or ():
-            data = c.get(COND_KEY)
-            if data is not None and "uuid" in c:
-                table[c["uuid"]] = data.tokens
-    model_options = dict(model_options)
-    to = dict(model_options.get("transformer_options", {}))
-    to[TABLE_KEY] = table
-    model_options["transformer_options"] = to
-    return executor(model, conds, x_in, timestep, model_options, *args, **kwargs)
-
 
 class UniFusionPatch:
     """``middle_patch``: x -> fuser(x, tokens of each batch chunk, scale of the current step)."""
@@ -46,16 +26,16 @@ class UniFusionPatch:
         self.strength = float(strength)
         self.start = float(start)
         self.end = float(end)
-        self._null = None          # null tokens (CPU float32), computed once per patch
-        self._objs_cache = None    # (key, objs) reused by the 16 blocks of one UNet call
+        self._null = None          # null tokens (CPU float32) of these weights, computed once per patch
 
     # MODEL_PATCH protocol: ComfyUI loads/offloads the weights together with the UNet.
     def to(self, *_args, **_kwargs):
         return self
 
     def __deepcopy__(self, memo):
-        # ModelPatcher.clone() deep-copies model_options; the patch is read-only after construction, so every
-        # clone may share it (a deep copy would duplicate the ~370M add-on parameters on each clone).
+        # ModelPatcher.clone() deep-copied model_options before ComfyUI 0.14 and shares patch objects since; the
+        # patch holds no per-call state (the call's TokenTable does), so every clone and prompt may share it (a deep
+        # copy would duplicate the ~370M add-on parameters on each clone).
         return self
 
     def models(self):
@@ -81,23 +61,10 @@ class UniFusionPatch:
         return grounding_scale(float(sigmas.reshape(-1)[0]), schedule, self.start, self.end, self.strength)
 
     def _objs(self, x: torch.Tensor, extra_options) -> torch.Tensor:
-        uuids = list(extra_options.get("uuids") or [None])
-        table = extra_options.get(TABLE_KEY) or {}
-        key = (tuple(uuids), id(table), x.shape[0], x.device, x.dtype)
-        if self._objs_cache is not None and self._objs_cache[0] == key:
-            return self._objs_cache[1]
-        chunk = x.shape[0] // len(uuids)
-        parts = []
-        for u in uuids:
-            tokens = table.get(u)
-            if tokens is None:
-                tokens = self.null_tokens()
-            if tokens.shape[0] != chunk:
-                tokens = tokens[:1].expand(chunk, -1, -1)
-            parts.append(tokens)
-        objs = torch.cat(parts).to(device=x.device)
-        self._objs_cache = (key, objs)
-        return objs
+        table = extra_options.get(TABLE_KEY)
+        if not isinstance(table, TokenTable):    # a call that bypassed our wrapper: nothing is grounded
+            table = TokenTable({})
+        return table.objs_for(x, extra_options.get("uuids"), extra_options.get("cond_or_uncond"), self.null_tokens)
 
     def __call__(self, x, extra_options):
         block = extra_options.get("block")
@@ -111,17 +78,6 @@ class UniFusionPatch:
         if scale == 0.0:          # identical output to running the fuser at scale 0: skip the work
             return x
         return fuser(x, self._objs(x, extra_options), scale=scale)
-
-
-def remove_instance_patches(model_options: dict, cls) -> None:
-    """Drop earlier patches of our own class from a clone, so applying twice replaces instead of stacking."""
-    patches = model_options.get("transformer_options", {}).get("patches", {})
-    for name, plist in list(patches.items()):
-        kept = [p for p in plist if not isinstance(p, cls)]
-        if kept:
-            patches[name] = kept
-        else:
-            del patches[name]
 
 
 class ApplyUniFusion(ModelPatchNode):
@@ -157,7 +113,7 @@ class ApplyUniFusion(ModelPatchNode):
         topo = unet_topology(model)
         addons.check_compatible(topo.fuser_widths, {}, topo.context_dim)
         m = model.clone()
-        remove_instance_patches(m.model_options, UniFusionPatch)
+        remove_patches_of(m.model_options, UniFusionPatch)
         m.set_model_patch(UniFusionPatch(patcher, topo, strength, start, end), "middle_patch")
         m.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, WRAPPER_KEY)
         m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, WRAPPER_KEY, token_table_wrapper)

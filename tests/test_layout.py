@@ -141,3 +141,52 @@ def test_validate_can_be_called_directly():
     object.__setattr__(layout, "instances", (Instance("a", bbox=(0, 0, 500, 5)),))
     with pytest.raises(LayoutError, match="instance 0"):
         validate(layout)
+
+
+# ------------------------------------------------------------------------------------ error fields, geometry
+
+@pytest.mark.parametrize("inst, index, field", [
+    (Instance("", bbox=(0, 0, 4, 4)), 1, "caption"),
+    (Instance("a", bbox=(5, 5, 2, 8)), 1, "bbox"),
+    (Instance("a", point=(90, 2)), 1, "point"),
+    (Instance("a", scribble=((1, 1), (1, 1))), 1, "scribble"),
+    (Instance("a", mask=np.zeros((8, 8), bool)), 1, "mask"),
+])
+def test_layout_error_names_index_and_field(inst, index, field):
+    ok = Instance("fine", bbox=(0, 0, 4, 4))
+    with pytest.raises(LayoutError) as e:
+        Layout(16, 16, "", (ok, inst))
+    assert (e.value.index, e.value.field) == (index, field)
+
+
+def test_too_many_instances_error_has_index_30():
+    insts = tuple(Instance(f"o{i}", point=(1, 1)) for i in range(MAX_INSTANCES + 1))
+    with pytest.raises(LayoutError) as e:
+        Layout(8, 8, "", insts)
+    assert (e.value.index, e.value.field) == (MAX_INSTANCES, "instances")
+
+
+def test_model_box_extent_and_anchor_follow_one_rule():
+    mask = np.zeros((20, 20), bool)
+    mask[3:7, 5:12] = True
+    boxed = Instance("b", bbox=(1, 2, 9, 10), point=(4, 4), mask=mask)
+    masked = Instance("m", mask=mask, point=(15, 15))
+    scribbled = Instance("s", scribble=((2, 9), (6, 3), (4, 5)))
+    pointed = Instance("p", point=(7, 8))
+    assert boxed.model_box() == (1, 2, 9, 10) and boxed.extent() == (1, 2, 9, 10)
+    assert masked.model_box() == (5.0, 3.0, 12.0, 7.0) == masked.extent()
+    assert scribbled.model_box() is None and scribbled.extent() == (2, 3, 6, 9)
+    assert pointed.model_box() is None and pointed.extent() is None
+    assert boxed.anchor() == ("corner", (1, 2)) and masked.anchor() == ("corner", (5.0, 3.0))
+    assert pointed.anchor() == ("point", (7, 8)) and scribbled.anchor() == ("scribble", (2, 9))
+
+
+def test_only_keeps_one_instance_on_the_same_canvas():
+    layout = Layout(32, 16, "scene", (Instance("a", point=(1, 1)), Instance("b", bbox=(2, 2, 8, 8))))
+    single = layout.only(1)
+    assert (single.width, single.height, single.caption) == (32, 16, "scene")
+    assert single.instances == (layout.instances[1],)
+    assert layout.only(0, caption="a alone").caption == "a alone"
+    with pytest.raises(LayoutError, match="no such instance") as e:
+        layout.only(2)
+    assert e.value.index == 2

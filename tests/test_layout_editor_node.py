@@ -3,7 +3,7 @@
 The node module is imported as part of a stand-in package (the repo root under another name), so its relative
 imports resolve while the pack's root ``__init__`` (which needs ComfyUI) is never run. ComfyUI's
 ``folder_paths`` is replaced by a small fake where the node saves the background picture. The cross-language
-tests run the browser modules (web/js) with Node.js and feed their output to the Python loader.
+tests run the browser modules (web/js/layout_editor) with Node.js and feed their output to the Python loader.
 """
 from __future__ import annotations
 
@@ -151,7 +151,7 @@ needs_node = pytest.mark.skipif(NODE is None, reason="Node.js is not installed: 
 
 def _run_js(body: str) -> str:
     """Run an ES module body with the web/js modules importable as `web/...`; returns stdout."""
-    web = "file://" + os.path.join(REPO, "web", "js") + "/"
+    web = "file://" + os.path.join(REPO, "web", "js", "layout_editor") + "/"
     script = body.replace("web/", web)
     result = subprocess.run([NODE, "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -290,3 +290,19 @@ def test_mask_only_instance_is_saved_with_its_extent_as_box():
     assert doc["annos"][0]["bbox"] == [30, 7, 11, 12]
     back = load_layout(doc).layout.instances[0]
     assert back.bbox == (30.0, 7.0, 41.0, 19.0) and np.array_equal(back.mask, mask)
+
+
+@pytest.mark.parametrize("anno, field", [
+    ({"caption": "", "bbox": [0, 0, 4, 4]}, "caption"),
+    ({"caption": "a", "bbox": [0, 0, "x", 4]}, "bbox"),
+    ({"caption": "a", "point": [1]}, "point"),
+    ({"caption": "a", "scribble": [1, 2, 3]}, "scribble"),
+    ({"caption": "a", "mask": {"size": [4, 4], "counts": "0"}}, "mask"),
+    ({"caption": "a", "scribble": [[1, 1], [1, 1]]}, "scribble"),
+])
+def test_file_errors_carry_the_anno_index_and_field(anno, field):
+    data = {"width": 16, "height": 16, "annos": [{"caption": "ok", "bbox": [0, 0, 4, 4]}, anno]}
+    with pytest.raises(LayoutError) as e:
+        load_layout(data, bbox_format="xywh")
+    assert (e.value.index, e.value.field) == (1, field)
+    assert "annos[1]" in str(e.value)

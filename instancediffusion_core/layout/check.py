@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from .types import Instance, Layout
-from .mask_geometry import mask_extent
 
 KINDS = ("edge", "too_small", "duplicate", "contains", "perspective")
 
@@ -84,19 +83,6 @@ class LayoutWarning:
 
 
 # --------------------------------------------------------------------------------------------- geometry helpers
-
-def instance_extent(inst: Instance) -> tuple[float, float, float, float] | None:
-    """The instance's box, else its mask's extent, else its scribble's extent; None for a point only."""
-    if inst.bbox is not None:
-        return inst.bbox
-    if inst.mask is not None:
-        return mask_extent(inst.mask)
-    if inst.scribble is not None:
-        xs = [p[0] for p in inst.scribble]
-        ys = [p[1] for p in inst.scribble]
-        return min(xs), min(ys), max(xs), max(ys)
-    return None
-
 
 def _area(b) -> float:
     return max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
@@ -293,7 +279,7 @@ def check_layout(layout: Layout, latent_scale: int = 8,
         gw, gh = generation_size
         if gw <= 0 or gh <= 0:
             raise ValueError(f"check_layout generation_size: {generation_size!r} must be positive (width, height)")
-    extents = [(i, e) for i, inst in enumerate(layout.instances) if (e := instance_extent(inst)) is not None]
+    extents = [(i, e) for i, inst in enumerate(layout.instances) if (e := inst.extent()) is not None]
     found = [*_check_edges(layout, extents), *_check_small(layout, extents, latent_scale, generation_size),
              *_check_pairs(layout, extents), *_check_perspective(layout, extents)]
     return sorted(found, key=lambda w: (KINDS.index(w.kind), w.index))

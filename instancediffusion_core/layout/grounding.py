@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .types import Instance, Layout, LayoutError, MAX_INSTANCES
-from .mask_geometry import mask_extent, polygon_points_from_mask, resample_scribble
+from .mask_geometry import polygon_points_from_mask, resample_scribble
 
 N_SCRIBBLE_POINTS = 20
 N_POLYGON_POINTS = 256
@@ -71,17 +71,8 @@ def resize_nearest(mask: np.ndarray, size: int) -> np.ndarray:
     return mask[rows[:, None], cols[None, :]]
 
 
-def effective_box(inst: Instance) -> tuple[float, float, float, float] | None:
-    """The box the model sees for an instance: the given box, else its mask's extent, else None."""
-    if inst.bbox is not None:
-        return inst.bbox
-    if inst.mask is not None:
-        return mask_extent(inst.mask)
-    return None
-
-
 def _fill_slot(g: dict[str, torch.Tensor], slot: int, inst: Instance, width: int, height: int, seg_size: int):
-    box = effective_box(inst)
+    box = inst.model_box()
     norm_box = None
     if box is not None:
         x0, y0, x1, y1 = box
@@ -128,10 +119,7 @@ def instance_grounding(layout: Layout, index: int, text_feature, seg_size: int =
                        max_objs: int = MAX_INSTANCES) -> dict[str, torch.Tensor]:
     """Grounding with only instance ``index`` in slot 0 (its mask in seg channel 0), as the official multi-instance
     sampler builds it for each instance's own pass; ``text_feature`` is that instance's ``[D]`` feature."""
-    n = len(layout.instances)
-    if not 0 <= index < n:
-        raise LayoutError(f"instance {index}: no such instance, the layout has {n} (indices 0..{n - 1})")
-    single = Layout(layout.width, layout.height, layout.caption, (layout.instances[index],))
+    single = layout.only(index)
     text = text_feature if isinstance(text_feature, torch.Tensor) else torch.as_tensor(np.asarray(text_feature))
     return build_grounding(single, text.reshape(1, -1), seg_size, max_objs)
 

@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 
 from .types import Instance, Layout, LayoutError, MAX_INSTANCES, check_instance
-from .mask_geometry import mask_extent
 from .rle import RLEError, decode_rle, encode_rle, rasterize_polygons
 
 BBOX_FORMATS = ("auto", "xywh", "xyxy")
@@ -82,10 +81,11 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _numbers(value: Any, count: int | None, where: str, what: str) -> list[float]:
+def _numbers(value: Any, count: int | None, where: str, what: str, index: int | None = None,
+             field: str | None = None) -> list[float]:
     if not isinstance(value, (list, tuple)) or (count is not None and len(value) != count) \
             or not all(_is_number(v) for v in value):
-        raise LayoutError(f"{where}: {value!r:.80} is not {what}")
+        raise LayoutError(f"{where}: {value!r:.80} is not {what}", index=index, field=field)
     return [float(v) for v in value]
 
 
@@ -169,7 +169,8 @@ def _fit_box(i: int, raw: list[float], fmt: str, width: int, height: int, name: 
     if x1 < x0 or y1 < y0:
         other = "xyxy" if fmt == "xywh" else "xywh"
         raise LayoutError(f"{name}: annos[{i}] bbox {shown} has negative size when read as {_READING[fmt]}; fix the "
-                          f"numbers, or load with bbox_format '{other}' if the file uses {_READING[other]}")
+                          f"numbers, or load with bbox_format '{other}' if the file uses {_READING[other]}",
+                          index=i, field="bbox")
     cx0, cy0 = min(max(x0, 0.0), width), min(max(y0, 0.0), height)
     cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
     if cx1 <= cx0 or cy1 <= cy0:
@@ -192,16 +193,18 @@ def _read_mask(i: int, value: Any, width: int, height: int, name: str, warnings:
             size = value.get("size")
             if isinstance(size, (list, tuple)) and list(size) != [height, width]:
                 raise LayoutError(f"{where}: RLE size {list(size)} (= [height, width]) does not match the "
-                                  f"{width}x{height} canvas; use a mask of the canvas size or fix 'width'/'height'")
+                                  f"{width}x{height} canvas; use a mask of the canvas size or fix 'width'/'height'",
+                                  index=i, field="mask")
             mask = decode_rle(value)
         elif isinstance(value, (list, tuple)):
             polys = [value] if all(_is_number(v) for v in value) else value
             mask = rasterize_polygons(polys, height, width)
         else:
             raise LayoutError(f"{where}: {type(value).__name__} is not a mask; use COCO RLE {{'size': [h, w], "
-                              f"'counts': ...}}, a COCO polygon list [[x1, y1, x2, y2, ...]] or []")
+                              f"'counts': ...}}, a COCO polygon list [[x1, y1, x2, y2, ...]] or []",
+                              index=i, field="mask")
     except RLEError as e:
-        raise LayoutError(f"{where}: {e}") from None
+        raise LayoutError(f"{where}: {e}", index=i, field="mask") from None
     if not mask.any():
         warnings.append(f"annos[{i}]: mask has no pixel set; mask ignored")
         return None
@@ -214,13 +217,14 @@ def _read_scribble(i: int, value: Any, name: str) -> tuple[tuple[float, float], 
     where = f"{name}: annos[{i}] scribble"
     what = "a list of [x, y] pairs (or a flat list x1, y1, x2, y2, ...) of numbers"
     if not isinstance(value, (list, tuple)):
-        raise LayoutError(f"{where}: {value!r:.80} is not {what}")
+        raise LayoutError(f"{where}: {value!r:.80} is not {what}", index=i, field="scribble")
     if all(isinstance(p, (list, tuple)) for p in value):
-        pts = [tuple(_numbers(p, 2, where, what)) for p in value]
+        pts = [tuple(_numbers(p, 2, where, what, i, "scribble")) for p in value]
     else:
-        flat = _numbers(value, None, where, what)
+        flat = _numbers(value, None, where, what, i, "scribble")
         if len(flat) % 2:
-            raise LayoutError(f"{where}: {len(flat)} numbers is not a list of x, y pairs; give an even count")
+            raise LayoutError(f"{where}: {len(flat)} numbers is not a list of x, y pairs; give an even count",
+                              index=i, field="scribble")
         pts = [(flat[j], flat[j + 1]) for j in range(0, len(flat), 2)]
     return tuple(pts)
 
@@ -229,7 +233,7 @@ def _read_optional_pair(i: int, anno: dict, key: str, name: str) -> tuple[float,
     value = anno.get(key)
     if value is None or (isinstance(value, (list, tuple)) and len(value) == 0):
         return None
-    return tuple(_numbers(value, 2, f"{name}: annos[{i}] {key}", "[x, y]: 2 finite numbers in pixels"))
+    return tuple(_numbers(value, 2, f"{name}: annos[{i}] {key}", "[x, y]: 2 finite numbers in pixels", i, key))
 
 
 def _unknown_keys_warning(unknown: dict[str, list[int]]) -> str:
@@ -271,12 +275,12 @@ def load_layout(source: Any, bbox_format: str = "auto", truncate: bool = False) 
     for i, anno in enumerate(annos):
         if not isinstance(anno, dict):
             raise LayoutError(f"{name}: annos[{i}] is a {type(anno).__name__}; each instance is an object "
-                              f"{{\"caption\": ..., \"bbox\": [x, y, w, h], ...}}")
+                              f"{{\"caption\": ..., \"bbox\": [x, y, w, h], ...}}", index=i)
         for k in set(anno) - _ANNO_KEYS:
             unknown.setdefault(k, []).append(i)
         box = anno.get("bbox")
         if box is not None and not (isinstance(box, (list, tuple)) and len(box) == 0):
-            raw_boxes[i] = _numbers(box, 4, f"{name}: annos[{i}] bbox", "4 finite numbers [x, y, w, h]")
+            raw_boxes[i] = _numbers(box, 4, f"{name}: annos[{i}] bbox", "4 finite numbers [x, y, w, h]", i, "bbox")
     if unknown:
         warnings.append(_unknown_keys_warning(unknown))
 
@@ -291,7 +295,7 @@ def load_layout(source: Any, bbox_format: str = "auto", truncate: bool = False) 
         cap = anno.get("caption")
         if not isinstance(cap, str) or not cap.strip():
             raise LayoutError(f"{name}: annos[{i}] caption is {'missing' if cap is None else repr(cap)[:40]}; every "
-                              f"instance needs a phrase such as \"a red car\"")
+                              f"instance needs a phrase such as \"a red car\"", index=i, field="caption")
         category = anno.get("category_name") or ""
         inst = Instance(
             caption=cap,
@@ -308,7 +312,8 @@ def load_layout(source: Any, bbox_format: str = "auto", truncate: bool = False) 
         try:
             check_instance(inst, i, width, height)
         except LayoutError as e:
-            raise LayoutError(f"{name}: {str(e).replace(f'instance {i} ', f'annos[{i}] ', 1)}") from None
+            raise LayoutError(f"{name}: {str(e).replace(f'instance {i} ', f'annos[{i}] ', 1)}", index=i,
+                              field=e.field) from None
         instances.append(inst)
 
     if len(instances) > MAX_INSTANCES:
@@ -332,7 +337,7 @@ def layout_to_official(layout: Layout) -> dict:
     annos = []
     for inst in layout.instances:
         anno: dict[str, Any] = {"caption": inst.caption}
-        box = inst.bbox if inst.bbox is not None else (mask_extent(inst.mask) if inst.mask is not None else None)
+        box = inst.model_box()
         if box is not None:
             x0, y0, x1, y1 = box
             anno["bbox"] = [_num(x0), _num(y0), _num(x1 - x0), _num(y1 - y0)]

@@ -56,15 +56,12 @@ def _font(size: int):
 
 
 def _label_anchor(inst, sx: float, sy: float, radius: int) -> tuple[float, float]:
-    if inst.bbox is not None:
-        return inst.bbox[0] * sx, inst.bbox[1] * sy
-    if inst.mask is not None:
-        ys, xs = np.nonzero(inst.mask)
-        return xs.min() * sx, ys.min() * sy
-    if inst.point is not None:
-        return inst.point[0] * sx + radius + 2, inst.point[1] * sy - radius
-    x, y = inst.scribble[0]
-    return x * sx + 4, y * sy + 4
+    kind, (x, y) = inst.anchor()
+    if kind == "point":
+        return x * sx + radius + 2, y * sy - radius
+    if kind == "scribble":
+        return x * sx + 4, y * sy + 4
+    return x * sx, y * sy
 
 
 def _place_label(anchor, tw: int, th: int, out_w: int, out_h: int, placed) -> tuple[float, float]:

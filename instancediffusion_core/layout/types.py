@@ -25,12 +25,23 @@ from typing import Any
 
 import numpy as np
 
+from .mask_geometry import mask_extent
+
 MAX_INSTANCES = 30
 MODALITIES = ("box", "point", "scribble", "mask")
 
 
 class LayoutError(ValueError):
-    """A layout (or a layout file) is invalid; the message says where, what and how to fix it."""
+    """A layout (or a layout file) is invalid; the message says where, what and how to fix it.
+
+    ``index`` is the instance's position (in the layout, or ``annos[i]`` in a file) and ``field`` the offending
+    field (``"bbox"``, ``"caption"``, ...), each None when the error is not about one; callers that repair layouts
+    (the planner) decide by them, never by parsing the message."""
+
+    def __init__(self, message: str, index: int | None = None, field: str | None = None):
+        super().__init__(message)
+        self.index = index
+        self.field = field
 
 
 def _short(value: Any, limit: int = 80) -> str:
@@ -119,6 +130,35 @@ class Instance:
             found.add("mask")
         return found
 
+    # The one home of an instance's geometry: grounding, layout check, JSON export and preview all ask here.
+    def model_box(self) -> tuple[float, float, float, float] | None:
+        """The box the model sees: the given box, else the mask's extent (COCO boxes are mask extents), else None
+        (a point or scribble alone has no box)."""
+        if self.bbox is not None:
+            return self.bbox
+        if self.mask is not None:
+            return mask_extent(self.mask)
+        return None
+
+    def extent(self) -> tuple[float, float, float, float] | None:
+        """Where the instance lies: ``model_box()``, else the scribble's bounding box; None for a point only."""
+        box = self.model_box()
+        if box is None and self.scribble is not None:
+            xs = [p[0] for p in self.scribble]
+            ys = [p[1] for p in self.scribble]
+            box = (min(xs), min(ys), max(xs), max(ys))
+        return box
+
+    def anchor(self) -> tuple[str, tuple[float, float]]:
+        """Where a label belongs: ``("corner", top-left of model_box())``, else ``("point", the point)``, else
+        ``("scribble", its first point)``."""
+        box = self.model_box()
+        if box is not None:
+            return "corner", (box[0], box[1])
+        if self.point is not None:
+            return "point", (self.point[0], self.point[1])
+        return "scribble", tuple(self.scribble[0])
+
     def replace(self, **changes) -> "Instance":
         """A copy with some fields changed (the original is never modified)."""
         fields = dict(caption=self.caption, bbox=self.bbox, point=self.point, scribble=self.scribble,
@@ -177,6 +217,16 @@ class Layout:
         """A new layout with ``inst`` appended (this one is unchanged)."""
         return Layout(self.width, self.height, self.caption, self.instances + (inst,))
 
+    def only(self, index: int, caption: str | None = None) -> "Layout":
+        """The layout of instance ``index`` alone (in slot 0, same canvas), as the multi-instance sampler's
+        per-instance passes see it; ``caption`` defaults to this layout's."""
+        n = len(self.instances)
+        if not 0 <= index < n:
+            raise LayoutError(f"instance {index}: no such instance, the layout has {n} (indices 0..{n - 1})",
+                              index=index)
+        return Layout(self.width, self.height, self.caption if caption is None else caption,
+                      (self.instances[index],))
+
     def extend(self, other: "Layout") -> "Layout":
         """A new layout with ``other``'s instances appended; both must share the canvas size. The caption is this
         layout's, or ``other``'s when this one has none."""
@@ -207,57 +257,57 @@ def check_instance(inst: Any, index: int, width: int, height: int) -> None:
     where = f"instance {index}"
     if not isinstance(inst, Instance):
         raise LayoutError(f"{where}: expected an Instance, got {_short(inst)}; build it with Instance(caption=..., "
-                          f"bbox=...)")
+                          f"bbox=...)", index=index)
     if not isinstance(inst.caption, str) or not inst.caption.strip():
         raise LayoutError(f"{where} caption: {_short(inst.caption)} is missing or empty; give each instance a "
-                          f"phrase such as 'a red car'")
+                          f"phrase such as 'a red car'", index=index, field='caption')
     where = f"instance {index} ({inst.caption[:40]!r})"
     if not isinstance(inst.category, str):
-        raise LayoutError(f"{where} category: {_short(inst.category)} is not text; use a string or leave it empty")
+        raise LayoutError(f"{where} category: {_short(inst.category)} is not text; use a string or leave it empty", index=index, field='category')
     if not inst.modalities():
         raise LayoutError(f"{where}: no location; give a box, a point, a scribble or a mask (a caption alone has "
-                          f"nothing to ground; put it in the global prompt instead)")
+                          f"nothing to ground; put it in the global prompt instead)", index=index)
     canvas = f"the {width}x{height} canvas"
     if inst.bbox is not None:
         b = inst.bbox
         if not _finite_numbers(b, 4):
-            raise LayoutError(f"{where} bbox: {_short(b)} is not 4 finite numbers; write (x0, y0, x1, y1) in pixels")
+            raise LayoutError(f"{where} bbox: {_short(b)} is not 4 finite numbers; write (x0, y0, x1, y1) in pixels", index=index, field='bbox')
         x0, y0, x1, y1 = b
         if not (x1 > x0 and y1 > y0):
             raise LayoutError(f"{where} bbox: {_short(b)} has zero or negative size (needs x1 > x0 and y1 > y0); "
-                              f"write (x0, y0, x1, y1) corners, not (x, y, width, height)")
+                              f"write (x0, y0, x1, y1) corners, not (x, y, width, height)", index=index, field='bbox')
         if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
             raise LayoutError(f"{where} bbox: {_short(b)} reaches outside {canvas}; keep 0 <= x0 < x1 <= {width} "
-                              f"and 0 <= y0 < y1 <= {height} (clip it, or enlarge the canvas)")
+                              f"and 0 <= y0 < y1 <= {height} (clip it, or enlarge the canvas)", index=index, field='bbox')
     if inst.point is not None:
         p = inst.point
         if not _finite_numbers(p, 2):
-            raise LayoutError(f"{where} point: {_short(p)} is not 2 finite numbers; write (x, y) in pixels")
+            raise LayoutError(f"{where} point: {_short(p)} is not 2 finite numbers; write (x, y) in pixels", index=index, field='point')
         if not (0 <= p[0] <= width and 0 <= p[1] <= height):
             raise LayoutError(f"{where} point: {_short(p)} lies outside {canvas}; keep 0 <= x <= {width} and "
-                              f"0 <= y <= {height}")
+                              f"0 <= y <= {height}", index=index, field='point')
     if inst.scribble is not None:
         s = inst.scribble
         if not isinstance(s, tuple) or not all(_finite_numbers(p, 2) for p in s):
             raise LayoutError(f"{where} scribble: {_short(s)} is not a list of (x, y) pairs of finite numbers; "
-                              f"write ((x1, y1), (x2, y2), ...) in pixels")
+                              f"write ((x1, y1), (x2, y2), ...) in pixels", index=index, field='scribble')
         if len(set(s)) < 2:
             raise LayoutError(f"{where} scribble: {_short(s)} has fewer than 2 distinct points; a scribble is a "
-                              f"polyline through the object, give at least 2 different points")
+                              f"polyline through the object, give at least 2 different points", index=index, field='scribble')
         for j, p in enumerate(s):
             if not (0 <= p[0] <= width and 0 <= p[1] <= height):
                 raise LayoutError(f"{where} scribble: point {j} {_short(p)} lies outside {canvas}; keep "
-                                  f"0 <= x <= {width} and 0 <= y <= {height}")
+                                  f"0 <= x <= {width} and 0 <= y <= {height}", index=index, field='scribble')
     if inst.mask is not None:
         m = inst.mask
         if not isinstance(m, np.ndarray) or m.dtype != bool:
             raise LayoutError(f"{where} mask: {_short(m)} is not a numeric 2-D array; pass a bool/0-1 array of "
-                              f"shape [{height}, {width}]")
+                              f"shape [{height}, {width}]", index=index, field='mask')
         if m.shape != (height, width):
             raise LayoutError(f"{where} mask: shape {tuple(m.shape)} does not match {canvas} (needs "
-                              f"[{height}, {width}] = [height, width]); resize the mask to the canvas")
+                              f"[{height}, {width}] = [height, width]); resize the mask to the canvas", index=index, field='mask')
         if not m.any():
-            raise LayoutError(f"{where} mask: no pixel is set; paint the instance's area or drop the mask")
+            raise LayoutError(f"{where} mask: no pixel is set; paint the instance's area or drop the mask", index=index, field='mask')
 
 
 def validate(layout: Layout) -> None:
@@ -272,6 +322,7 @@ def validate(layout: Layout) -> None:
     n = len(layout.instances)
     if n > MAX_INSTANCES:
         raise LayoutError(f"instance {MAX_INSTANCES}: the layout has {n} instances but the model has "
-                          f"{MAX_INSTANCES} slots; remove {n - MAX_INSTANCES} instances or merge small ones")
+                          f"{MAX_INSTANCES} slots; remove {n - MAX_INSTANCES} instances or merge small ones",
+                          index=MAX_INSTANCES, field="instances")
     for i, inst in enumerate(layout.instances):
         check_instance(inst, i, layout.width, layout.height)

@@ -396,7 +396,7 @@ def _rescale(data: dict, req: PlanRequest, repairs: list[str]) -> None:
     data["width"], data["height"] = req.width, req.height
 
 
-_ANNO_INDEX = re.compile(r"annos\[(\d+)\]")
+_ANNO_INDEX = re.compile(r"annos\[(\d+)\]")   # renames positions in messages shown to the user
 
 
 def parse_layout_reply(reply: str, req: PlanRequest) -> tuple[Layout, str, list[str]]:
@@ -425,10 +425,9 @@ def parse_layout_reply(reply: str, req: PlanRequest) -> tuple[Layout, str, list[
             loaded = load_layout({**data, "annos": annos}, bbox_format="auto", truncate=True)
             break
         except LayoutError as e:
-            m = _ANNO_INDEX.search(str(e))
-            if m is None or not 0 <= int(m.group(1)) < len(annos):
+            if e.index is None or not 0 <= e.index < len(annos):
                 raise PlanReplyError(f"the model's layout is invalid: {e}. Reply: {_excerpt(reply)!r}") from None
-            k = int(m.group(1))
+            k = e.index
             repairs.append(f"dropped an object the loader rejected: {in_reply_terms(str(e))}")
             annos = annos[:k] + annos[k + 1:]
             original_index = original_index[:k] + original_index[k + 1:]

@@ -70,3 +70,30 @@ def test_bad_layout_value_is_a_clear_node_error(run_prompt, tiny_checkpoint, wei
         run_prompt(g)
     text = str(err.value)
     assert "instance 0" in text and "canvas" in text
+
+
+def _pixels(result, node_id="14"):
+    import numpy as np
+    from PIL import Image
+    with Image.open(result["images"][node_id][0]) as im:
+        return np.asarray(im).copy()
+
+
+def test_prompts_in_a_row_with_different_layouts_do_not_share_tokens(run_prompt, tiny_checkpoint, weights_file, pack):
+    """One executor (its caches and loaded models reused, as a server does): layout A, layout B, layout A again.
+    The patch objects are shared by the cached MODEL, so any state kept on them between prompts shows here."""
+    import numpy as np
+
+    def prompt(x):
+        g = graph(tiny_checkpoint["name"], weights_file)
+        g["4"]["inputs"]["x"] = x
+        return g
+
+    first = run_prompt(prompt(8))
+    a1 = _pixels(first)
+    b = _pixels(run_prompt(prompt(64), executor=first["executor"]))
+    a2 = _pixels(run_prompt(prompt(8), executor=first["executor"]))
+    b_fresh = _pixels(run_prompt(prompt(64)))
+    assert np.array_equal(a1, a2), "re-running layout A after B must give A's image again"
+    assert np.array_equal(b, b_fresh), "layout B after A must equal B run on its own"
+    assert not np.array_equal(a1, b), "moving the box must change the image"

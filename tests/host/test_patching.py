@@ -182,3 +182,85 @@ def test_wrong_model_is_refused_when_patching(node, instdiff, kind):
         node["ApplyUniFusion"].apply(other, instdiff, 1.0, 0.0, 0.8)
     msg = str(err.value)
     assert "SD1.5" in msg
+
+
+# ------------------------------------------------------------------ patches shared between clones and prompts
+# Since ComfyUI 0.14 clone() shares patch objects; a patch must keep no per-call state (issue #10).
+
+def _patching(pack):
+    import importlib
+    return importlib.import_module(pack.__name__ + ".nodes.patching")
+
+
+def _unifusion_patch(m):
+    (patch,) = m.model_options["transformer_options"]["patches"]["middle_patch"]
+    return patch
+
+
+def test_token_cache_belongs_to_the_call_not_the_patch(node, base, instdiff, pack, pack_core):
+    """Two calls with the same uuids but different tables must each get their own tokens, also when Python reuses
+    the first table's id() for the second (what an id()-keyed cache on the shared patch gets wrong)."""
+    patching = _patching(pack)
+    patch = _unifusion_patch(_patched(node, base, instdiff, scaleu=False))
+    x = torch.zeros(2, 16, 32)
+    opts = {"uuids": ["u"], "cond_or_uncond": [0]}
+    ta, tb = torch.full((1, 184, 768), 1.0), torch.full((1, 184, 768), 2.0)
+    table = patching.TokenTable({"u": ta})
+    first_id = id(table)
+    assert torch.equal(patch._objs(x, {**opts, patching.TABLE_KEY: table}), ta.expand(2, -1, -1))
+    del table
+    for _ in range(1000):                       # CPython hands the freed block to the next object of its size
+        table = patching.TokenTable({"u": tb})
+        if id(table) == first_id:
+            break
+    assert torch.equal(patch._objs(x, {**opts, patching.TABLE_KEY: table}), tb.expand(2, -1, -1))
+    assert not hasattr(patch, "_objs_cache")
+
+
+def test_two_clones_sampled_alternately_keep_their_own_settings(node, base, instdiff, pack_core):
+    pos_a, negative = _conds(node, instdiff, box_layout(pack_core, [(0, 0, 30, 30)]), text="left")
+    pos_b, _ = _conds(node, instdiff, box_layout(pack_core, [(30, 20, 64, 64), (2, 40, 20, 60)]), text="right")
+    latent = torch.zeros(1, 4, 8, 8)
+    a = _patched(node, base, instdiff, strength=1.0)
+    b = _patched(node, base, instdiff, strength=0.5, end=0.5)
+    a2 = a.clone()                              # shares a's patch objects on ComfyUI >= 0.14
+    ref_a = sample(_patched(node, base, instdiff, strength=1.0), pos_a, negative, latent)
+    ref_b = sample(_patched(node, base, instdiff, strength=0.5, end=0.5), pos_b, negative, latent)
+    ref_a2_b = sample(_patched(node, base, instdiff, strength=1.0), pos_b, negative, latent)
+    for _ in range(2):
+        assert torch.equal(sample(a, pos_a, negative, latent), ref_a)
+        assert torch.equal(sample(b, pos_b, negative, latent), ref_b)
+        assert torch.equal(sample(a2, pos_b, negative, latent), ref_a2_b)
+    assert not torch.equal(ref_a, ref_a2_b), "the two layouts must give different results"
+
+
+def test_area_conditioned_negative_gets_the_null_grounding(node, base, instdiff, pack_core):
+    """ComfyUI gives an area-conditioned positive a twin in the negatives (a copy with the same uuid); that twin
+    runs in the uncond pass and must get the null tokens, not the positive's."""
+    import node_helpers
+    layout = box_layout(pack_core, [(4, 4, 30, 40)])
+    positive, negative = _conds(node, instdiff, layout)
+    positive = node_helpers.conditioning_set_values(positive, {"area": (4, 4, 0, 0), "strength": 1.0,
+                                                               "set_area_to_bounds": False})
+    tokens = positive[0][1]["instance_diffusion"].tokens[0]
+    null = instdiff.model.position_net.null_tokens(batch=1)[0].float()
+    m = _patched(node, base, instdiff, scaleu=False)
+    spy = FuserSpy(instdiff.model)
+    try:
+        sample(m, positive, negative, torch.zeros(1, 4, 8, 8), steps=1, cfg=5.0)
+    finally:
+        spy.close()
+    seen = [o.float() for _b, objs in spy.calls for o in objs]
+    assert any(torch.allclose(o, tokens, atol=1e-6) for o in seen)
+    n_null = sum(torch.allclose(o, null, atol=1e-6) for o in seen)
+    n_tokens = sum(torch.allclose(o, tokens, atol=1e-6) for o in seen)
+    assert n_null >= n_tokens, "every uncond row (the area twin included) must get the null grounding"
+
+
+def test_token_row_rule(pack):
+    patching = _patching(pack)
+    one, four = torch.randn(1, 184, 8), torch.randn(4, 184, 8)
+    assert torch.equal(patching.tokens_for_rows(one, 3), one.expand(3, -1, -1))
+    assert torch.equal(patching.tokens_for_rows(four, 4), four)
+    with pytest.raises(patching.TokenRowError, match=r"4 token rows.*3 latents"):
+        patching.tokens_for_rows(four, 3)
