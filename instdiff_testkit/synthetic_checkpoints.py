@@ -28,20 +28,19 @@ from unittest import mock
 
 import torch
 
+from instancediffusion_core.model.keys import FUSER_SUFFIXES, SD15_INPUT_BLOCKS, SD15_OUTPUT_BLOCKS
+
 FIXTURE_KEYS = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "parity-public" / "keys.json"
 
 TEXT, MID = 8, 12                               # text / token width, position-net MLP width
 CONVNEXT_DIMS, CONVNEXT_DEPTHS = (4, 4, 8, 8), (3, 3, 9, 3)
+
 NUM_FREQS, SCRIBBLE_POINTS, POLYGON_POINTS, SEG_TOKENS, SLOTS = 16, 20, 256, 64, 30
-INPUT_BLOCKS, OUTPUT_BLOCKS = (1, 2, 4, 5, 7, 8), (3, 4, 5, 6, 7, 8, 9, 10, 11)
+INPUT_BLOCKS, OUTPUT_BLOCKS = SD15_INPUT_BLOCKS, SD15_OUTPUT_BLOCKS
 FUSER_WIDTH = {**{f"input_blocks.{i}.1": w for i, w in zip(INPUT_BLOCKS, (16, 16, 24, 24, 32, 32))},
                "middle_block.1": 32,
                **{f"output_blocks.{i}.1": w for i, w in zip(OUTPUT_BLOCKS, (32, 32, 32, 24, 24, 24, 16, 16, 16))}}
 SCALEU_WIDTH = {0: 32, 1: 32, 2: 32, 3: 32, 4: 32, 5: 32, 6: 32, 7: 24, 8: 24, 9: 24, 10: 16, 11: 16}
-FUSER_SUFFIXES = ("alpha_attn", "alpha_dense", "linear.weight", "linear.bias", "attn.to_q.weight",
-                  "attn.to_k.weight", "attn.to_v.weight", "attn.to_out.0.weight", "attn.to_out.0.bias",
-                  "ff.net.0.proj.weight", "ff.net.0.proj.bias", "ff.net.2.weight", "ff.net.2.bias",
-                  "norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -115,7 +114,8 @@ def addon_shapes(groups=("position_net", "fusers", "scaleu")) -> dict[str, tuple
 
 
 def addon_state_dict(seed: int = 0, groups=("position_net", "fusers", "scaleu"), dtype=torch.float32) -> dict:
-    """Tiny add-on tensors under the official key names (gates kept positive so fusers are active)."""
+    """Tiny add-on tensors under the official key names, every value uniform in [-1, 1] (gates included: these
+    files test reading and refusing, so names and shapes matter, not whether the fusers are active)."""
     return {k: value(k, s, seed, dtype) for k, s in addon_shapes(groups).items()}
 
 

@@ -15,6 +15,8 @@ import zlib
 
 import torch
 
+from instancediffusion_core.model.keys import FUSER_GATES, FUSER_SUFFIXES
+
 # Official SD1.5 topology (what ComfyUI's model detection reports for a real SD1.5 UNet), channels left open.
 SD15_TOPOLOGY = {
     "use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
@@ -64,7 +66,7 @@ def value_rule(key: str, shape) -> tuple[float, float]:
     linears/convs, norms near identity, gates and ScaleU parameters in their active range.
     """
     leaf = key.rsplit(".", 1)[-1]
-    if leaf in ("alpha_attn", "alpha_dense"):
+    if leaf in FUSER_GATES:
         return 0.5, 0.1                    # tanh(alpha) ~ 0.38..0.54: fusers clearly active
     if key.startswith("scaleu_b_"):
         return 0.0, 0.5
@@ -195,12 +197,8 @@ def unet_topology(patcher) -> tuple[dict, dict, int]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# InstanceDiffusion add-on weights in the official key layout
+# InstanceDiffusion add-on weights in the official key layout (names from instancediffusion_core.model.keys)
 
-FUSER_SUFFIXES = ("alpha_attn", "alpha_dense", "linear.weight", "linear.bias", "attn.to_q.weight",
-                  "attn.to_k.weight", "attn.to_v.weight", "attn.to_out.0.weight", "attn.to_out.0.bias",
-                  "ff.net.0.proj.weight", "ff.net.0.proj.bias", "ff.net.2.weight", "ff.net.2.bias",
-                  "norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias")
 
 # Fourier widths of the official position net: 16 frequencies x (sin, cos) x coordinates.
 BOX_FOURIER, POINT_FOURIER, SCRIBBLE_FOURIER, POLYGON_FOURIER = 4 * 32, 2 * 32, 40 * 32, 512 * 32

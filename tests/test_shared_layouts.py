@@ -70,12 +70,31 @@ def test_official_demos_are_read_as_the_official_format():
 
 
 def test_count_box_format_decisions(capsys):
+    """Each file's automatic reading must be the only one under which all its boxes fit (when exactly one does),
+    ``none`` without boxes, and the official demos (documented [x, y, w, h]) must read as xywh; then print the
+    tally."""
     counts = collections.Counter()
     per_group = collections.defaultdict(collections.Counter)
+    wrong = []
     for path in FILES:
         used = load_layout(path).bbox_format_used
+        with open(path) as f:
+            raw = json.load(f)
+        boxes = [a["bbox"] for a in raw["annos"] if a.get("bbox")]
+        fits = {fmt for fmt in ("xywh", "xyxy")
+                if boxes and all(_fits(b, fmt, raw["width"], raw["height"]) for b in boxes)}
+        group = os.path.dirname(_id(path)) or "."
+        if not boxes:
+            expected = {"none"}
+        elif group == "official-demos":
+            expected = {"xywh"}
+        else:
+            expected = fits if len(fits) == 1 else {"xywh", "xyxy"}
+        if used not in expected:
+            wrong.append(f"{_id(path)}: decided {used}, expected {sorted(expected)}")
         counts[used] += 1
-        per_group[os.path.dirname(_id(path)) or "."][used] += 1
+        per_group[group][used] += 1
+    assert not wrong, "\n".join(wrong)
     assert sum(counts.values()) == len(FILES)
     with capsys.disabled():
         print(f"\nbbox format decisions over {len(FILES)} layout files: "

@@ -51,13 +51,20 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
+def _items(value: Any) -> list | None:
+    """The items of a sequence-like value, or None when it is not one (text, dicts and None are not)."""
+    if value is None or isinstance(value, (str, bytes, dict)):
+        return None
+    try:
+        return list(value)
+    except TypeError:
+        return None
+
+
 def _as_float_tuple(value: Any) -> Any:
     """A sequence of numbers as a tuple of floats; anything else is returned unchanged (the layout check reports it)."""
-    if value is None or isinstance(value, (str, bytes, dict)):
-        return value
-    try:
-        items = list(value)
-    except TypeError:
+    items = _items(value)
+    if items is None:
         return value
     out = []
     for v in items:
@@ -69,13 +76,8 @@ def _as_float_tuple(value: Any) -> Any:
 
 def _as_point_tuple(value: Any) -> Any:
     """A sequence of (x, y) pairs as a tuple of float pairs; unchanged when it is not one."""
-    if value is None or isinstance(value, (str, bytes, dict)):
-        return value
-    try:
-        items = list(value)
-    except TypeError:
-        return value
-    return tuple(_as_float_tuple(p) for p in items)
+    items = _items(value)
+    return value if items is None else tuple(_as_float_tuple(p) for p in items)
 
 
 def _as_mask(value: Any) -> Any:
