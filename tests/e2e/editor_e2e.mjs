@@ -137,7 +137,28 @@ try {
   await page.keyboard.press("Escape"); // deselect: the brush then starts a new instance
   step("scribble drawn");
   await tool("Brush");
-  await drag(BRUSH, 6);
+  // count pointer events and canvas drawings during the stroke: drawing is batched per animation frame
+  await page.evaluate((id) => {
+    const view = window.comfyAPI.app.app.graph.getNodeById(Number(id)).instdiffEditor.view;
+    const count = (window.instdiffE2E.brushCount = { moves: 0, draws: 0, frames: 0 });
+    view.canvas.addEventListener("pointermove", () => count.moves++);
+    const tick = () => { count.frames++; if (!count.done) requestAnimationFrame(tick); };
+    requestAnimationFrame(tick);
+    const renderNow = view.renderNow;
+    view.renderNow = function (...args) {
+      count.draws++;
+      return renderNow.apply(this, args);
+    };
+  }, result.nodeIds.editor);
+  await drag(BRUSH, 24);
+  await page.waitForTimeout(100); // the frame after the release
+  result.brushCount = await page.evaluate(() => {
+    const count = window.instdiffE2E.brushCount;
+    count.done = true;
+    return { ...count };
+  });
+  const { moves, draws, frames } = result.brushCount;
+  step(`brush stroke: ${moves} pointer moves, ${draws} canvas draws in ${frames} animation frames`);
   await page.keyboard.type(PROMPTS.brush);
   await page.keyboard.press("Enter");
   step("mask painted");

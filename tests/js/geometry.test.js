@@ -3,7 +3,7 @@ import {
   boxToXywh, clampPoint, clampTranslation, clientToElement, closesPolygon, distanceToPolyline, fitView, handleAt,
   isUsableBox, layoutToView, normalizeBox, pointInPolygon, polygonArea, polylineLength, resamplePolyline, resizeBox,
   viewToLayout, xywhToBox,
-} from "../../web/js/geometry.js";
+} from "../../web/js/layout_editor/geometry.js";
 
 describe("canvas <-> layout transforms", () => {
   it("fits the canvas into the area keeping its aspect ratio, centred", () => {

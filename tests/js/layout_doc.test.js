@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
 import {
-  LayoutTextError, annoBox, annoScribble, emptyLayout, hitTest, instanceColour, layoutIssues, modalitiesOf,
+  LayoutTextError, MAX_INSTANCES, SLOT_LIMIT_MESSAGE, annoBox, canAddInstance, annoScribble, emptyLayout, hitTest, instanceColour, layoutIssues, modalitiesOf,
   parseLayoutText, scaleLayout, serializeLayout, setBox, translateAnno,
-} from "../../web/js/layout_doc.js";
-import { decodeRLE, emptyMask, encodeRLE, fillPolygons, maskBounds, maskValueToBitmap } from "../../web/js/mask_bitmap.js";
+} from "../../web/js/layout_editor/layout_doc.js";
+import { decodeRLE, emptyMask, encodeRLE, fillPolygons, maskBounds, maskValueToBitmap } from "../../web/js/layout_editor/mask_bitmap.js";
 
 const demo = {
   caption: "a kitchen",
@@ -125,5 +125,21 @@ describe("colours", () => {
     expect(new Set(colours).size).toBe(30);
     expect(instanceColour(0)).toEqual([230, 25, 75]);
     for (const c of colours) for (const v of c.split(",").map(Number)) expect(Number.isInteger(v) && v >= 0 && v <= 255).toBe(true);
+  });
+});
+
+describe("instance slots", () => {
+  it("canAddInstance allows exactly 30 instances", () => {
+    const doc = emptyLayout(64, 64);
+    expect(MAX_INSTANCES).toBe(30);
+    for (let i = 0; i < 30; i++) {
+      expect(canAddInstance(doc)).toBe(true);
+      doc.annos.push({ caption: `x${i}`, point: [i, i] });
+    }
+    expect(canAddInstance(doc)).toBe(false);
+    doc.annos.push({ caption: "one too many", point: [1, 1] }); // pasted JSON may hold more
+    expect(canAddInstance(doc)).toBe(false);
+    expect(layoutIssues(doc)[0]).toMatch(/31 instances: the model has 30 slots; delete 1/);
+    expect(SLOT_LIMIT_MESSAGE).toMatch(/^the model has 30 instance slots; delete one first/);
   });
 });

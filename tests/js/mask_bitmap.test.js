@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import {
   decodeCounts, decodeRLE, emptyMask, encodeCounts, encodeRLE, fillPolygons, maskBounds, maskCount, maskToRuns,
   maskValueToBitmap, paintStroke, resampleMask, runsToMask, shiftMask,
-} from "../../web/js/mask_bitmap.js";
+} from "../../web/js/layout_editor/mask_bitmap.js";
 
 /** A deterministic pseudo-random mask (blobs and noise), so long and short runs both occur. */
 function sampleMask(w, h, seed = 7) {

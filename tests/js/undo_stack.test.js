@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { UndoStack } from "../../web/js/undo_stack.js";
+import { UndoStack } from "../../web/js/layout_editor/undo_stack.js";
 
 describe("undo stack", () => {
   it("walks back and forth through recorded states", () => {

@@ -3,10 +3,12 @@
 // workflows save, load and share it, API prompts carry it, and the Python node validates it with the same loader
 // as layout files. The editor only reads and rewrites that text; width/height widgets are the canvas size.
 // ComfyUI serves this file as /extensions/<pack>/js/instance_layout_editor.js, hence three levels up to /scripts.
+// The editor itself is in layout_editor/: ComfyUI also imports each of those files as an extension (it loads every
+// .js under web/), so they only export (no side effects on import); this file is the only one that registers.
 
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
-import { LayoutEditorView } from "./layout_editor_view.js";
+import { LayoutEditorView } from "./layout_editor/view.js";
 
 const NODE_TYPE = "InstanceLayoutEditor";
 const EDITOR_MIN_HEIGHT = 380;

@@ -12,6 +12,14 @@ import {
 import { encodeRLE, maskBounds, maskValueToBitmap, resampleMask, shiftMask } from "./mask_bitmap.js";
 
 export const MAX_INSTANCES = 30; // the model has exactly 30 instance slots
+/** What the editor says when a tool would add an instance beyond the slots (the one slot-limit message). */
+export const SLOT_LIMIT_MESSAGE = `the model has ${MAX_INSTANCES} instance slots; delete one first `
+  + "(or select an instance and hold Shift to draw on it)";
+
+/** The one slot-limit rule: true while the document can take another instance. */
+export function canAddInstance(doc) {
+  return doc.annos.length < MAX_INSTANCES;
+}
 // Instances are numbered from 0 everywhere: editor labels and list, the loader's "annos[i]" errors, Layout Preview.
 const TOP_ORDER = ["caption", "width", "height"];
 const ANNO_ORDER = ["caption", "bbox", "point", "scribble", "mask", "category_name"];
@@ -257,7 +265,7 @@ export function hitTest(doc, x, y, tol, maskOf = () => null) {
 
 // --------------------------------------------------------------------------------------------- colours
 
-// Same colours as the Layout Preview node (instancediffusion_core/preview.py), so both views agree.
+// Same colours as the Layout Preview node (instancediffusion_core/layout/preview.py), so both views agree.
 const BASE_COLOURS = [[230, 25, 75], [60, 180, 75], [0, 130, 200], [245, 130, 48], [145, 30, 180], [70, 200, 200],
   [240, 50, 230], [170, 110, 40], [128, 128, 0], [0, 0, 128], [128, 0, 0], [0, 128, 128], [210, 180, 0],
   [100, 100, 255], [255, 90, 90], [0, 170, 110]];

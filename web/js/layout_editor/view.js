@@ -2,28 +2,20 @@
 // status line. It knows nothing about ComfyUI: a small `host` object gives it the layout text and the canvas size
 // (the node's widgets) and takes the edited text back. The layout JSON text is the single source of truth; the
 // editor parses it, edits the parsed document and writes the whole text back after every change.
+// Pointer input goes to one object per tool (tools/); drawing is batched: render() asks for a frame and the canvas
+// is drawn at most once per animation frame (renderNow() draws at once).
 
+import { clientToElement, fitView, viewToLayout } from "./geometry.js";
 import {
-  MIN_BOX_SIZE, clampPoint, clampTranslation, clientToElement, closesPolygon, distance, fitView, handleAt, isUsableBox,
-  normalizeBox, polygonArea, resamplePolyline, resizeBox, roundPoints, viewToLayout,
-} from "./geometry.js";
-import {
-  LayoutTextError, MAX_INSTANCES, annoBounds, annoBox, annoPolygons, emptyLayout, hasMask, hitTest, instanceColour,
-  layoutIssues, modalitiesOf, parseLayoutText, scaleLayout, serializeLayout, setBox, setMaskBitmap, translateAnno,
+  LayoutTextError, SLOT_LIMIT_MESSAGE, canAddInstance, emptyLayout, hasMask, instanceColour, layoutIssues,
+  modalitiesOf, parseLayoutText, scaleLayout, serializeLayout,
 } from "./layout_doc.js";
-import { emptyMask, fillPolygons, maskAny, maskValueToBitmap, paintStroke } from "./mask_bitmap.js";
+import { maskValueToBitmap } from "./mask_bitmap.js";
 import { UndoStack } from "./undo_stack.js";
-import { drawEditor, maskLayer } from "./layout_editor_draw.js";
-import { el, ensureStyle } from "./layout_editor_dom.js";
-
-const TOOLS = [
-  { id: "select", label: "Select", key: "v", hint: "Click an instance to select it, drag to move it, drag a box handle to resize. Delete removes it." },
-  { id: "box", label: "Box", key: "b", hint: "Drag to draw a box (a new instance; hold Shift to give the selected instance this box)." },
-  { id: "point", label: "Point", key: "p", hint: "Click to place a point (a new instance; Shift: the selected instance's point)." },
-  { id: "scribble", label: "Scribble", key: "s", hint: "Draw freehand; the stroke is stored as 20 points (Shift: for the selected instance)." },
-  { id: "brush", label: "Brush", key: "m", hint: "Paint a mask. Strokes add to the selected instance's mask; Esc deselects to start a new one. Erase: toggle, Alt or right button." },
-  { id: "polygon", label: "Polygon", key: "g", hint: "Click the corners of a mask polygon; click the first corner, double-click or Enter to close, Esc to cancel." },
-];
+import { drawEditor, maskLayer } from "./draw.js";
+import { el, ensureStyle } from "./dom.js";
+import { frameScheduler } from "./frame.js";
+import { TOOL_ORDER, createTools } from "./tools/index.js";
 
 export class LayoutEditorView {
   /** host: {getText(), setText(text), getCanvasSize() -> [w, h], setCanvasSize(w, h), changed()} */
@@ -34,8 +26,8 @@ export class LayoutEditorView {
     this.brushRadius = 12;
     this.erase = false;
     this.undoStack = new UndoStack(100);
-    this.gesture = null;
-    this.draft = null;
+    this.tools = createTools(this);
+    this.gestureTool = null; // the tool whose drag is in progress: it gets the moves and the release
     this.hover = null;
     this.background = null;
     this.error = null;
@@ -45,6 +37,7 @@ export class LayoutEditorView {
     this.doc = emptyLayout(w, h);
     this.text = null; // the text the editor last saw or wrote
     this.goodText = null; // the last text that parsed (what undo returns to after a broken paste)
+    this.frame = frameScheduler(() => this.renderNow());
     ensureStyle();
     this.buildDom();
     this.sync();
@@ -55,7 +48,7 @@ export class LayoutEditorView {
   buildDom() {
     this.toolButtons = {};
     const toolBar = el("div", { className: "instdiff-le-bar" });
-    for (const t of TOOLS) {
+    for (const t of TOOL_ORDER.map((id) => this.tools[id])) {
       const b = el("button", { title: `${t.hint} (key ${t.key.toUpperCase()})`, dataset: { tool: t.id },
         onclick: () => this.setTool(t.id) }, [t.label]);
       this.toolButtons[t.id] = b;
@@ -100,7 +93,10 @@ export class LayoutEditorView {
     this.canvas.addEventListener("pointerup", (e) => this.onPointerUp(e));
     this.canvas.addEventListener("pointercancel", () => this.cancelGesture());
     this.canvas.addEventListener("pointerleave", () => { this.hover = null; this.render(); });
-    this.canvas.addEventListener("dblclick", (e) => { if (this.tool === "polygon") { e.preventDefault(); this.closePolygon(); } });
+    this.canvas.addEventListener("dblclick", (e) => {
+      const tool = this.tools[this.tool];
+      if (tool.dblclick) { tool.dblclick(e); this.render(); }
+    });
     this.canvas.addEventListener("contextmenu", (e) => e.preventDefault());
     this.canvas.addEventListener("mousedown", (e) => e.preventDefault()); // keep the focus on the key sink
     // after a button click the keys go back to the editor (a focused button would let Ctrl+Z reach the graph)
@@ -119,14 +115,21 @@ export class LayoutEditorView {
 
   destroy() {
     this.resizeObserver?.disconnect();
+    this.frame.cancel();
   }
 
   setTool(id) {
-    if (this.draft?.kind === "polygon" && id !== "polygon") this.draft = null;
+    const current = this.tools[this.tool];
+    // leaving a tool drops what it has in progress (a polygon); a drag still held finishes with its own tool
+    if (id !== this.tool && current !== this.gestureTool) current.cancel();
     this.tool = id;
     this.updateToolbar();
-    this.setNotice(TOOLS.find((t) => t.id === id).hint);
+    this.setNotice(this.tools[id].hint);
     this.render();
+  }
+
+  setCursor(css) {
+    this.canvas.style.cursor = css;
   }
 
   updateToolbar() {
@@ -417,143 +420,62 @@ export class LayoutEditorView {
       return;
     }
     this.canvas.setPointerCapture?.(e.pointerId);
-    const [x, y] = this.eventToLayout(e);
-    const { width: W, height: H } = this.doc;
-    const shift = e.shiftKey;
-    if (this.tool === "select") {
-      const sel = this.doc.annos[this.selected];
-      const box = sel ? annoBox(sel) : null;
-      const handle = box ? handleAt(box, x, y, this.tolerance()) : null;
-      if (handle) {
-        this.gesture = { kind: "resize", handle, before: this.text, box };
-        return;
-      }
-      const hit = hitTest(this.doc, x, y, this.tolerance(), (i) => this.maskOf(i));
-      this.select(hit);
-      if (hit >= 0) {
-        const bounds = annoBounds(this.doc.annos[hit], this.maskOf(hit), W, H);
-        this.gesture = { kind: "move", start: [x, y], offset: [0, 0], bounds };
-      }
-      return;
-    }
-    if (this.tool !== "polygon" && this.tool !== "brush" && this.doc.annos.length >= MAX_INSTANCES && !shift) {
-      this.setNotice(`the model has ${MAX_INSTANCES} instance slots; delete one or hold Shift to edit the selected instance`);
-      return;
-    }
-    if (this.tool === "box") {
-      this.gesture = { kind: "box", start: [x, y], shift };
-      this.draft = { kind: "box", box: null };
-    } else if (this.tool === "point") {
-      this.gesture = { kind: "point", shift };
-    } else if (this.tool === "scribble") {
-      this.gesture = { kind: "scribble", shift };
-      this.draft = { kind: "scribble", points: [[x, y]] };
-    } else if (this.tool === "brush") {
-      this.startBrush(e, x, y, W, H);
-    } else if (this.tool === "polygon") {
-      this.addPolygonVertex(x, y, shift);
-    }
+    if (this.gestureTool) this.cancelGesture(); // a second press (another button) replaces the drag in progress
+    const tool = this.tools[this.tool];
+    if (tool.down(e, this.eventToLayout(e))) this.gestureTool = tool;
     this.render();
   }
 
   onPointerMove(e) {
     if (!this.view) return;
-    const [x, y] = this.eventToLayout(e);
-    this.hover = [x, y];
-    const g = this.gesture;
-    const { width: W, height: H } = this.doc;
-    if (g?.kind === "box") {
-      this.draft.box = normalizeBox(g.start[0], g.start[1], x, y, W, H);
-    } else if (g?.kind === "scribble") {
-      const last = this.draft.points[this.draft.points.length - 1];
-      if (distance(last[0], last[1], x, y) * this.view.scale >= 2) this.draft.points.push([x, y]);
-    } else if (g?.kind === "brush") {
-      paintStroke(g.bits, W, H, g.last[0], g.last[1], x, y, this.brushRadius, g.value);
-      g.last = [x, y];
-      g.dirty = true;
-    } else if (g?.kind === "move") {
-      const [dx, dy] = [Math.round(x - g.start[0]), Math.round(y - g.start[1])];
-      g.offset = g.bounds ? clampTranslation(g.bounds, dx, dy, W, H) : [dx, dy];
-    } else if (g?.kind === "resize") {
-      setBox(this.doc.annos[this.selected], resizeBox(g.box, g.handle, x, y, W, H));
-      this.renderList();
-    } else if (!g && this.tool === "select") {
-      const sel = this.doc.annos[this.selected];
-      const box = sel ? annoBox(sel) : null;
-      const handle = box ? handleAt(box, x, y, this.tolerance()) : null;
-      this.canvas.style.cursor = handle ? (["n", "s"].includes(handle) ? "ns-resize" : ["e", "w"].includes(handle)
-        ? "ew-resize" : ["nw", "se"].includes(handle) ? "nwse-resize" : "nesw-resize") : "default";
-    }
-    if (this.tool !== "select") this.canvas.style.cursor = "crosshair";
+    const p = this.eventToLayout(e);
+    this.hover = p;
+    const current = this.tools[this.tool];
+    (this.gestureTool ?? current).move(e, p);
+    if (current.cursor) this.setCursor(current.cursor);
     this.render();
   }
 
   onPointerUp(e) {
-    const g = this.gesture;
-    this.gesture = null;
-    if (!g) return;
+    const tool = this.gestureTool;
+    this.gestureTool = null;
+    if (!tool) return;
     e.stopPropagation();
-    const [x, y] = this.eventToLayout(e);
-    const { width: W, height: H } = this.doc;
-    if (g.kind === "box") {
-      const box = normalizeBox(g.start[0], g.start[1], x, y, W, H);
-      this.draft = null;
-      if (!isUsableBox(box, MIN_BOX_SIZE)) {
-        this.setNotice("drag to draw a box");
-      } else {
-        this.placeOnInstance(g.shift, (a) => setBox(a, box), "box");
-      }
-    } else if (g.kind === "point") {
-      if (x < 0 || y < 0 || x > W || y > H) return this.render();
-      const pt = clampPoint(x, y, W, H);
-      this.placeOnInstance(g.shift, (a) => { a.point = pt; }, "point");
-    } else if (g.kind === "scribble") {
-      this.draft.points.push([x, y]);
-      const pts = this.draft.points.map(([px, py]) => clampPoint(px, py, W, H));
-      this.draft = null;
-      const resampled = resamplePolyline(pts);
-      if (!resampled) {
-        this.setNotice("drag to draw a scribble");
-      } else {
-        this.placeOnInstance(g.shift, (a) => { a.scribble = roundPoints(resampled, 1); }, "scribble");
-      }
-    } else if (g.kind === "brush") {
-      this.finishBrush(g);
-    } else if (g.kind === "move") {
-      const i = this.selected;
-      if (i >= 0 && (g.offset[0] || g.offset[1])) {
-        const before = this.text;
-        const moved = translateAnno(this.doc.annos[i], g.offset[0], g.offset[1], W, H, this.maskOf(i));
-        if (moved[0] || moved[1]) {
-          this.undoStack.record(before);
-          this.commit({ record: false });
-        }
-      }
-    } else if (g.kind === "resize") {
-      this.undoStack.record(g.before);
-      this.commit({ record: false });
-    }
+    tool.up(e, this.eventToLayout(e));
     this.render();
   }
 
+  /** Abort the drag in progress (pointercancel, Escape); a polygon in progress stays. */
   cancelGesture() {
-    if (this.gesture?.kind === "resize") this.restore(this.gesture.before);
-    this.gesture = null;
-    if (this.draft?.kind !== "polygon") this.draft = null;
+    const tool = this.gestureTool;
+    this.gestureTool = null;
+    tool?.cancel();
     this.render();
+  }
+
+  hasSelection() {
+    return this.selected >= 0 && this.selected < this.doc.annos.length;
+  }
+
+  /** The one slot-limit guard: every tool asks it before it would add an instance. True while a slot is free;
+   *  otherwise the status line says why and the tool adds nothing. */
+  requireFreeSlot() {
+    if (canAddInstance(this.doc)) return true;
+    this.setNotice(SLOT_LIMIT_MESSAGE);
+    return false;
+  }
+
+  /** Append an empty instance (through the slot guard): its index, or -1 when every slot is taken. */
+  addInstance() {
+    if (!this.requireFreeSlot()) return -1;
+    this.doc.annos.push({ caption: "" });
+    return this.doc.annos.length - 1;
   }
 
   /** Put a location on a new instance, or (Shift) on the selected one, replacing that location there. */
   placeOnInstance(toSelected, apply, what) {
-    let i = this.selected;
-    if (!(toSelected && i >= 0 && i < this.doc.annos.length)) {
-      if (this.doc.annos.length >= MAX_INSTANCES) {
-        this.setNotice(`the model has ${MAX_INSTANCES} instance slots; delete one first`);
-        return;
-      }
-      this.doc.annos.push({ caption: "" });
-      i = this.doc.annos.length - 1;
-    }
+    const i = toSelected && this.hasSelection() ? this.selected : this.addInstance();
+    if (i < 0) return;
     apply(this.doc.annos[i]);
     this.selected = i;
     this.commit();
@@ -569,93 +491,6 @@ export class LayoutEditorView {
     }
   }
 
-  startBrush(e, x, y, W, H) {
-    const value = this.erase || e.altKey || e.button === 2 ? 0 : 1;
-    const sel = this.doc.annos[this.selected];
-    let target = -1;
-    let bits;
-    if (sel && (hasMask(sel) || e.shiftKey)) {
-      target = this.selected;
-      const current = this.maskOf(target);
-      bits = current ? current.slice() : emptyMask(W, H);
-    } else if (value === 0) {
-      this.setNotice("select an instance with a mask to erase from it");
-      return;
-    } else {
-      if (this.doc.annos.length >= MAX_INSTANCES) {
-        this.setNotice(`the model has ${MAX_INSTANCES} instance slots; delete one first`);
-        return;
-      }
-      bits = emptyMask(W, H);
-    }
-    paintStroke(bits, W, H, x, y, x, y, this.brushRadius, value);
-    this.gesture = { kind: "brush", target, bits, value, last: [x, y], before: this.text };
-    this.brushPreview = this.gesture;
-  }
-
-  finishBrush(g) {
-    this.brushPreview = null;
-    const { width: W, height: H } = this.doc;
-    const any = maskAny(g.bits);
-    if (g.target < 0) {
-      if (!any) return;
-      if (this.doc.annos.length >= MAX_INSTANCES) return;
-      this.doc.annos.push({ caption: "" });
-      g.target = this.doc.annos.length - 1;
-    }
-    const anno = this.doc.annos[g.target];
-    setMaskBitmap(anno, any ? g.bits : null, W, H);
-    if (!any && modalitiesOf(anno).length === 0) {
-      this.setNotice(`instance ${g.target} lost its only location (its mask); Undo restores it`);
-    }
-    this.selected = g.target;
-    this.undoStack.record(g.before);
-    this.commit({ record: false });
-    this.focusPrompt(g.target);
-  }
-
-  addPolygonVertex(x, y, shift) {
-    const { width: W, height: H } = this.doc;
-    if (x < 0 || y < 0 || x > W || y > H) return;
-    const pt = clampPoint(x, y, W, H);
-    if (!this.draft || this.draft.kind !== "polygon") this.draft = { kind: "polygon", points: [], shift };
-    if (closesPolygon(this.draft.points, pt[0], pt[1], this.tolerance() * 1.5)) {
-      this.closePolygon();
-      return;
-    }
-    const last = this.draft.points[this.draft.points.length - 1];
-    if (!last || last[0] !== pt[0] || last[1] !== pt[1]) this.draft.points.push(pt);
-  }
-
-  closePolygon() {
-    const d = this.draft;
-    if (!d || d.kind !== "polygon") return;
-    this.draft = null;
-    const pts = d.points;
-    if (pts.length < 3 || polygonArea(pts) < 1) {
-      this.setNotice("a polygon needs at least 3 corners enclosing some area");
-      this.render();
-      return;
-    }
-    const flat = pts.flatMap(([x, y]) => [x, y]);
-    const sel = this.doc.annos[this.selected];
-    const { width: W, height: H } = this.doc;
-    if (sel && (hasMask(sel) || d.shift)) {
-      const polys = annoPolygons(sel);
-      if (!hasMask(sel) || (polys && polys.length)) {
-        sel.mask = [...(polys || []).map((p) => p.flatMap(([x, y]) => [x, y])), flat];
-      } else {
-        const bits = (this.maskOf(this.selected) || emptyMask(W, H)).slice();
-        fillPolygons(bits, W, H, [pts]);
-        setMaskBitmap(sel, bits, W, H);
-      }
-      this.commit();
-      this.setNotice(`polygon added to instance ${this.selected}'s mask`);
-      return;
-    }
-    this.placeOnInstance(false, (a) => { a.mask = [flat]; }, "polygon mask");
-  }
-
   // ------------------------------------------------------------------------------------------ keyboard
 
   onKeyDown(e) {
@@ -667,34 +502,37 @@ export class LayoutEditorView {
     if (inField) return; // typing: the field handles its own keys (and its own text undo)
     if (ctrl && key === "z" && !e.shiftKey) { e.preventDefault(); this.undo(); return; }
     if (ctrl && (key === "y" || (key === "z" && e.shiftKey))) { e.preventDefault(); this.redo(); return; }
-    if (e.key === "Delete" || e.key === "Backspace") {
-      e.preventDefault();
-      if (this.draft?.kind === "polygon" && this.draft.points.length) {
-        this.draft.points.pop();
-        this.render();
-      } else {
-        this.deleteSelected();
-      }
-    } else if (e.key === "Escape") {
-      if (this.draft || this.gesture) this.cancelGesture();
-      if (this.draft?.kind === "polygon") this.draft = null;
-      else this.select(-1);
+    const tool = this.tools[this.tool];
+    if (e.key === "Delete" || e.key === "Backspace") e.preventDefault();
+    if (e.key === "Escape") {
+      this.cancelGesture(); // a drag in progress
+      if (!tool.cancel()) this.select(-1); // the tool's own work in progress (a polygon), else the selection
       this.render();
-    } else if (e.key === "Enter") {
-      if (this.draft?.kind === "polygon") { e.preventDefault(); this.closePolygon(); }
+    } else if (tool.onKey?.(e)) { // keys a tool handles itself (the polygon: Delete, Enter)
+      this.render();
+    } else if (e.key === "Delete" || e.key === "Backspace") {
+      this.deleteSelected();
     } else if (e.key === "[" || e.key === "]") {
       this.brushRadius = Math.max(1, Math.min(80, this.brushRadius + (e.key === "]" ? 2 : -2)));
       this.sizeInput.value = String(this.brushRadius);
       this.render();
     } else {
-      const tool = TOOLS.find((t) => t.key === key);
-      if (tool && !e.altKey) this.setTool(tool.id);
+      const next = Object.values(this.tools).find((t) => t.key === key);
+      if (next && !e.altKey) this.setTool(next.id);
     }
   }
 
   // ------------------------------------------------------------------------------------------ drawing
 
+  /** Ask for a redraw: the canvas (and status line) are drawn once on the next animation frame, however many
+   *  times this is called before it. */
   render() {
+    this.frame.request();
+  }
+
+  /** Draw now (dropping a pending frame). */
+  renderNow() {
+    this.frame.cancel();
     this.updateStatus();
     const cssW = this.stage.clientWidth;
     const cssH = this.stage.clientHeight;
@@ -705,32 +543,29 @@ export class LayoutEditorView {
       this.canvas.height = Math.round(cssH * dpr);
     }
     this.view = fitView(this.doc.width, this.doc.height, cssW, cssH, 4);
-    const brushing = this.brushPreview;
-    const ctx = this.canvas.getContext("2d");
-    drawEditor(ctx, {
+    const state = {
       doc: this.doc,
       view: this.view,
       selected: this.selected,
-      maskOf: (i) => (brushing && brushing.target === i ? brushing.bits : this.maskOf(i)),
-      maskLayerOf: (i) => (brushing && brushing.target === i
-        ? maskLayer(brushing.bits, this.doc.width, this.doc.height, instanceColour(i)) : this.maskLayerOf(i)),
+      maskOf: (i) => this.maskOf(i),
+      maskLayerOf: (i) => this.maskLayerOf(i),
       background: this.background,
-      draft: brushing && brushing.target < 0 ? { kind: "none" } : this.draft,
+      draft: null,
       draftIndex: this.doc.annos.length,
+      pendingLayer: null,
       hover: this.hover,
-      moveOffset: this.gesture?.kind === "move" ? this.gesture.offset : null,
+      moveOffset: null,
       brushCursor: this.tool === "brush",
       brushRadius: this.brushRadius,
       erase: this.erase,
       cssWidth: cssW,
       cssHeight: cssH,
       dpr,
-    });
-    if (brushing && brushing.target < 0) {
-      const layer = maskLayer(brushing.bits, this.doc.width, this.doc.height, instanceColour(this.doc.annos.length));
-      ctx.globalAlpha = 0.5;
-      ctx.drawImage(layer, this.view.ox, this.view.oy, this.doc.width * this.view.scale, this.doc.height * this.view.scale);
-      ctx.globalAlpha = 1;
-    }
+    };
+    // what the tools have in progress: the current tool's (a polygon) and the drag's
+    const current = this.tools[this.tool];
+    Object.assign(state, current.drawState(state));
+    if (this.gestureTool && this.gestureTool !== current) Object.assign(state, this.gestureTool.drawState(state));
+    drawEditor(this.canvas.getContext("2d"), state);
   }
 }

@@ -14,18 +14,31 @@ export function maskLayer(bits, width, height, colour) {
   const layer = document.createElement("canvas");
   layer.width = width;
   layer.height = height;
+  return updateMaskLayer(layer, bits, width, colour, [0, 0, width - 1, height - 1]);
+}
+
+/** Repaint only the rectangle [x0, y0, x1, y1] (inclusive) of a mask layer from the bitmap: set pixels in `colour`,
+ *  clear ones transparent. A brush stroke updates just the pixels it touched instead of rebuilding the layer. */
+export function updateMaskLayer(layer, bits, width, colour, [x0, y0, x1, y1]) {
+  const w = x1 - x0 + 1;
+  const h = y1 - y0 + 1;
+  if (w <= 0 || h <= 0) return layer;
   const ctx = layer.getContext("2d");
-  const image = ctx.createImageData(width, height);
+  const image = ctx.createImageData(w, h);
   const px = image.data;
-  for (let i = 0; i < bits.length; i++) {
-    if (bits[i]) {
-      px[4 * i] = colour[0];
-      px[4 * i + 1] = colour[1];
-      px[4 * i + 2] = colour[2];
-      px[4 * i + 3] = 255;
+  for (let y = 0; y < h; y++) {
+    const row = (y0 + y) * width + x0;
+    for (let x = 0; x < w; x++) {
+      if (bits[row + x]) {
+        const o = 4 * (y * w + x);
+        px[o] = colour[0];
+        px[o + 1] = colour[1];
+        px[o + 2] = colour[2];
+        px[o + 3] = 255;
+      }
     }
   }
-  ctx.putImageData(image, 0, 0);
+  ctx.putImageData(image, x0, y0);
   return layer;
 }
 
@@ -185,7 +198,8 @@ function drawBrushCursor(ctx, view, state) {
 }
 
 /** Paint the whole editor canvas. `state`: {doc, view, selected, maskOf(i), maskLayerOf(i), background (image or
- *  null), draft, draftIndex, hover, moveOffset, brushCursor, brushRadius, erase, cssWidth, cssHeight, dpr}. */
+ *  null), draft, draftIndex, pendingLayer (a mask layer not yet on an instance, or null), hover, moveOffset,
+ *  brushCursor, brushRadius, erase, cssWidth, cssHeight, dpr}. */
 export function drawEditor(ctx, state) {
   const { view, doc } = state;
   ctx.setTransform(state.dpr, 0, 0, state.dpr, 0, 0);
@@ -220,6 +234,12 @@ export function drawEditor(ctx, state) {
   ctx.rect(view.ox, view.oy, w, h);
   ctx.clip();
   for (let i = 0; i < doc.annos.length; i++) drawInstance(ctx, view, state, i);
+  if (state.pendingLayer) { // the mask being brushed for a new instance
+    ctx.globalAlpha = 0.5;
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(state.pendingLayer, view.ox, view.oy, w, h);
+    ctx.globalAlpha = 1;
+  }
   drawDraft(ctx, view, state);
   drawBrushCursor(ctx, view, state);
   ctx.restore();

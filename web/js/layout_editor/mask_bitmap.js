@@ -1,6 +1,6 @@
 // Pure mask bitmaps for the layout editor (no DOM): a mask is a Uint8Array of width*height bytes in row-major
 // order (index y*width + x, 1 = set). Brushed masks are stored in the layout JSON as compressed COCO RLE, the
-// format the Python loader (instancediffusion_core/rle.py) and the official demos read: run lengths of 0s and
+// format the Python loader (instancediffusion_core/layout/rle.py) and the official demos read: run lengths of 0s and
 // 1s (0s first) over the pixels in COLUMN-major order, each run written as characters of 5 data bits (offset 48,
 // 0x20 = more follows, sign from bit 0x10); from the fourth run on only the difference to the run two back.
 
@@ -147,14 +147,24 @@ export function decodeRLE(rle, width, height) {
 
 // --------------------------------------------------------------------------------------------- painting
 
+/** The pixels a stroke segment of `radius` can touch, clipped to the canvas: [x0, y0, x1, y1] inclusive, or null
+ *  when the segment lies wholly off the canvas (what a display of the mask has to update after paintStroke). */
+export function strokeBounds(width, height, ax, ay, bx, by, radius) {
+  const r = Math.max(radius, 0.5);
+  const x0 = Math.max(0, Math.floor(Math.min(ax, bx) - r));
+  const x1 = Math.min(width - 1, Math.ceil(Math.max(ax, bx) + r));
+  const y0 = Math.max(0, Math.floor(Math.min(ay, by) - r));
+  const y1 = Math.min(height - 1, Math.ceil(Math.max(ay, by) + r));
+  return x0 <= x1 && y0 <= y1 ? [x0, y0, x1, y1] : null;
+}
+
 /** Set (value 1) or clear (value 0) every pixel whose centre lies within `radius` of the segment (ax, ay)-(bx, by):
  *  one brush stroke segment (a point when both ends coincide). Returns the bitmap (modified in place). */
 export function paintStroke(bits, width, height, ax, ay, bx, by, radius, value = 1) {
   const r = Math.max(radius, 0.5);
-  const xMin = Math.max(0, Math.floor(Math.min(ax, bx) - r));
-  const xMax = Math.min(width - 1, Math.ceil(Math.max(ax, bx) + r));
-  const yMin = Math.max(0, Math.floor(Math.min(ay, by) - r));
-  const yMax = Math.min(height - 1, Math.ceil(Math.max(ay, by) + r));
+  const bounds = strokeBounds(width, height, ax, ay, bx, by, radius);
+  if (!bounds) return bits;
+  const [xMin, yMin, xMax, yMax] = bounds;
   const dx = bx - ax;
   const dy = by - ay;
   const len2 = dx * dx + dy * dy;
