@@ -54,6 +54,7 @@ import latent_preview
 from ..instancediffusion_core.sampling import mis as core
 from .instance_cond import InstanceConditioning
 from .patching import COND_KEY, SCHEDULE_KEY
+from .plms import OFFICIAL_SCHEDULER, PLMS_NAME, OfficialPLMS, official_sigmas
 
 CATEGORY = "instance_diffusion/sampling"
 DEFAULT_MIS = 0.36
@@ -184,6 +185,12 @@ def capturing(fn, sink: dict):
     return run
 
 
+def derived(sampler, fn, extra_options=None):
+    """A sampler of ``sampler``'s own class (ours keep their official behaviour) running ``fn``."""
+    cls = type(sampler) if isinstance(sampler, OfficialPLMS) else comfy.samplers.KSAMPLER
+    return cls(fn, dict(sampler.extra_options if extra_options is None else extra_options), sampler.inpaint_options)
+
+
 def starting_from(fn, x_start: torch.Tensor):
     """Wrap a sampler function to start from ``x_start`` instead of the noise-scaled latent it is given."""
     @functools.wraps(fn)
@@ -204,6 +211,9 @@ class MisPlan:
     batched: bool = False
     reason: str = ""
     total: int = 0
+    merged: torch.Tensor | None = None      # the merged phase-1 state (sampler space) phase 2 started from
+    phase1_states: list = field(default_factory=list)   # each input's state after phase 1 (global first)
+    continued_history: int = 0              # eps carried into phase 2 (official PLMS: the global input's)
 
 
 class MultiInstanceGuider(comfy.samplers.CFGGuider):
@@ -278,7 +288,10 @@ class MultiInstanceGuider(comfy.samplers.CFGGuider):
         if _accepts_noise_sampler(fn) and "noise_sampler" not in extra:
             like = torch.zeros(noise.shape, dtype=noise.dtype, device=self.model_patcher.load_device)
             extra["noise_sampler"] = shared_noise_sampler(fn, like, sigmas.to(like.device), seed, copies)
-        return comfy.samplers.KSAMPLER(capturing(fn, sink), extra, sampler.inpaint_options)
+        if isinstance(sampler, OfficialPLMS):      # each input its own eps history, kept for phase 2
+            sink["history"] = extra["history"] = []
+            extra["ends_schedule"] = False
+        return derived(sampler, capturing(fn, sink), extra)
 
     def sample(self, noise, latent_image, sampler, sigmas, denoise_mask=None, callback=None, disable_pbar=False,
                seed=None):
@@ -309,23 +322,30 @@ class MultiInstanceGuider(comfy.samplers.CFGGuider):
         plan.batched = any(len(g) > 1 for g in groups)
 
         batch = noise.shape[0]
-        finals, states = [None] * len(inputs), [None] * len(inputs)
+        finals, states, histories = [None] * len(inputs), [None] * len(inputs), [None] * len(inputs)
         offset = 0
         for group in groups:
-            outs, sts = self._run_group([inputs[k] for k in group], noise, latent_image, sampler, phase1,
-                                        denoise_mask, callback, total, offset, disable_pbar, seed, sigmas, batch)
+            outs, sts, hists = self._run_group([inputs[k] for k in group], noise, latent_image, sampler, phase1,
+                                               denoise_mask, callback, total, offset, disable_pbar, seed, sigmas,
+                                               batch)
             for j, k in enumerate(group):
-                finals[k], states[k] = outs[j], sts[j]
+                finals[k], states[k], histories[k] = outs[j], sts[j], hists[j]
             offset += len(group) * m
 
+        plan.phase1_states = [s if s is not None else f for s, f in zip(states, finals)]
         merged = core.merge_latents(finals, self.merge)
         if phase2.shape[-1] <= 1:
+            plan.merged = merged
             return merged
         report = self._reporter(callback, total, offset, 1, batch)
         if all(s is not None for s in states):
-            start = core.merge_latents(states, self.merge)
-            second = comfy.samplers.KSAMPLER(starting_from(sampler.sampler_function, start), sampler.extra_options,
-                                             sampler.inpaint_options)
+            start = plan.merged = core.merge_latents(states, self.merge)
+            extra = dict(sampler.extra_options)
+            if isinstance(sampler, OfficialPLMS):
+                # official: phase 2 continues the GLOBAL input's eps history (computed on its pre-merge latents)
+                extra["history"] = list(histories[0] or [])
+                plan.continued_history = len(extra["history"])
+            second = derived(sampler, starting_from(sampler.sampler_function, start), extra)
             return self._run(positive, noise, latent_image, second, phase2, denoise_mask, report, disable_pbar,
                              seed, sigmas)
         # Not a KSAMPLER: continue from the merged latent with no added noise (KSamplerAdvanced-style chaining).
@@ -334,18 +354,20 @@ class MultiInstanceGuider(comfy.samplers.CFGGuider):
 
     def _run_group(self, group, noise, latent_image, sampler, phase1, denoise_mask, callback, total, offset,
                    disable_pbar, seed, schedule, batch):
-        """Phase 1 for a group of inputs: one stacked run, or one run per input. Returns (latents, states)."""
+        """Phase 1 for a group of inputs: one stacked run, or one run per input. Returns (latents, sampler states,
+        eps histories), one of each per input (states / histories None where the sampler does not expose them)."""
         copies = len(group)
         pos = stacked_positive(group, batch) if copies > 1 else group[0].positive
         if pos is None:                      # prompt lengths too different to share a batch
-            outs, sts = [], []
+            outs, sts, hists = [], [], []
             for j, single in enumerate(group):
-                o, s = self._run_group([single], noise, latent_image, sampler, phase1, denoise_mask, callback,
-                                       total, offset + j * (phase1.shape[-1] - 1), disable_pbar, seed, schedule,
-                                       batch)
+                o, s, h = self._run_group([single], noise, latent_image, sampler, phase1, denoise_mask, callback,
+                                          total, offset + j * (phase1.shape[-1] - 1), disable_pbar, seed, schedule,
+                                          batch)
                 outs += o
                 sts += s
-            return outs, sts
+                hists += h
+            return outs, sts, hists
         sink = {}
         run_sampler = self._phase1_sampler(sampler, noise, copies, phase1, seed, sink)
         mask = denoise_mask
@@ -356,7 +378,13 @@ class MultiInstanceGuider(comfy.samplers.CFGGuider):
                         phase1, mask, self._reporter(callback, total, offset, copies, batch), disable_pbar, seed,
                         schedule)
         state = sink.get("x")
-        return core.unstack(out, copies), (core.unstack(state, copies) if state is not None else [None] * copies)
+        history = sink.get("history")
+        hists = [None] * copies
+        if history is not None:
+            rows = [core.unstack(e, copies) for e in history]
+            hists = [[r[j] for r in rows] for j in range(copies)]
+        return (core.unstack(out, copies), (core.unstack(state, copies) if state is not None else [None] * copies),
+                hists)
 
 
 # ------------------------------------------------------------------------------------------------ nodes
@@ -377,19 +405,27 @@ def _mis_inputs() -> dict:
     }
 
 
+def _sigmas(model, steps: int, scheduler: str, denoise: float) -> torch.Tensor:
+    """The run's sigmas: the official schedule, or a ComfyUI scheduler exactly as its KSampler computes them."""
+    if scheduler == OFFICIAL_SCHEDULER:
+        return official_sigmas(model, steps, denoise)
+    ks = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, scheduler=scheduler,
+                                 denoise=denoise, model_options=model.model_options)
+    return ks.sigmas
+
+
 def mis_ksample(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent, denoise=1.0,
                 mis=DEFAULT_MIS, merge="mean", max_batch=DEFAULT_MAX_BATCH):
     """``nodes.common_ksampler`` with the multi-instance guider in place of the plain CFG guider."""
     latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
-    ks = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
-                                 scheduler=scheduler, denoise=denoise, model_options=model.model_options)
     guider = MultiInstanceGuider(model, mis, merge, max_batch)
     guider.set_conds(positive, negative)
     guider.set_cfg(cfg)
-    sigmas = ks.sigmas
+    sigmas = _sigmas(model, steps, scheduler, denoise)
+    sampler = OfficialPLMS() if sampler_name == PLMS_NAME else comfy.samplers.sampler_object(sampler_name)
     callback = latent_preview.prepare_callback(model, guider.progress_total(int(sigmas.shape[-1]) - 1))
-    samples = guider.sample(noise, latent_image, comfy.samplers.sampler_object(ks.sampler), sigmas,
+    samples = guider.sample(noise, latent_image, sampler, sigmas,
                             denoise_mask=latent.get("noise_mask"), callback=callback,
                             disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
     out = latent.copy()
@@ -418,9 +454,16 @@ class InstanceDiffusionKSampler:
                               "tooltip": "Sampling steps (official: 50 PLMS steps)."}),
             "cfg": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
                               "tooltip": "Classifier-free guidance scale, used by every input (official 7.5)."}),
-            "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {
-                "tooltip": "Any ComfyUI sampler. Multistep samplers restart their history at the merge."}),
-            "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"tooltip": "Noise schedule (sigmas)."}),
+            "sampler_name": ([PLMS_NAME] + list(comfy.samplers.KSampler.SAMPLERS), {
+                "default": PLMS_NAME,
+                "tooltip": "'plms (official)' is the official sampler: with MIS, phase 2 continues the global "
+                           "prompt's eps history exactly as the official code does. Any ComfyUI sampler works too; "
+                           "multistep ones (dpmpp_2m, ipndm, lms, ...) then restart their history at the merge, "
+                           "so results differ slightly from the official algorithm."}),
+            "scheduler": ([OFFICIAL_SCHEDULER] + list(comfy.samplers.KSampler.SCHEDULERS), {
+                "default": OFFICIAL_SCHEDULER,
+                "tooltip": "Noise schedule. 'official' = the official timesteps (ddim_uniform, t = 981..1 for 50 "
+                           "steps, last step to alphas_cumprod[0]); or any ComfyUI scheduler."}),
             "positive": ("CONDITIONING", {"tooltip": "From 'InstanceDiffusion Conditioning': the global prompt "
                                                      "carrying the layout and each instance's own prompt."}),
             "negative": ("CONDITIONING", {"tooltip": "Negative prompt, shared by the global input and every "

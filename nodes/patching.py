@@ -17,6 +17,8 @@ import torch
 COND_KEY = "instance_diffusion"                  # cond[1]: InstanceConditioning of a grounded positive
 TABLE_KEY = "instance_diffusion_tokens"          # transformer_options: TokenTable of the current call
 SCHEDULE_KEY = "instance_diffusion_schedule"     # transformer_options: full sigma schedule (set by the MIS sampler)
+STEP_SIGMA_KEY = "instance_diffusion_step_sigma"  # transformer_options: sigma of the step being taken (float; set
+                                                  # by the official PLMS for every evaluation of a step)
 WRAPPER_KEY = "instance_diffusion"               # key of our CALC_COND_BATCH wrapper
 UNCOND = 1                                       # ComfyUI's cond_or_uncond marker of the negative pass
 
@@ -45,8 +47,10 @@ class TokenTable:
     """``{cond uuid: tokens}`` of one CALC_COND_BATCH call, with the stacked fuser input cached for that call only
     (the 16 fusers of one UNet call reuse it)."""
 
-    def __init__(self, tokens_by_uuid: dict):
+    def __init__(self, tokens_by_uuid: dict, step_sigma: float | None = None):
         self.tokens_by_uuid = dict(tokens_by_uuid)
+        self.step_sigma = step_sigma       # the sigma that places this call in the grounding schedule
+        self.memo: dict = {}               # per-call answers patches share (e.g. the grounding scale)
         self._cache: dict = {}
 
     def objs_for(self, x: torch.Tensor, uuids, cond_or_uncond, null_tokens) -> torch.Tensor:
@@ -80,7 +84,10 @@ def token_table_wrapper(executor, model, conds, x_in, timestep, model_options, *
                 table[c["uuid"]] = data.tokens
     model_options = dict(model_options)
     to = dict(model_options.get("transformer_options", {}))
-    to[TABLE_KEY] = TokenTable(table)
+    step_sigma = to.get(STEP_SIGMA_KEY)
+    if step_sigma is None and isinstance(timestep, torch.Tensor) and timestep.numel() > 0:
+        step_sigma = float(timestep.reshape(-1)[0])     # read once per UNet call, not in each of the 16 fusers
+    to[TABLE_KEY] = TokenTable(table, None if step_sigma is None else float(step_sigma))
     model_options["transformer_options"] = to
     return executor(model, conds, x_in, timestep, model_options, *args, **kwargs)
 

@@ -54,11 +54,23 @@ class UniFusionPatch:
     def scale_at(self, extra_options) -> float:
         if self.strength == 0.0:
             return 0.0
-        sigmas = extra_options.get("sigmas")
+        table = extra_options.get(TABLE_KEY)
+        if not isinstance(table, TokenTable):
+            table = None
+        key = ("scale", self.strength, self.start, self.end)
+        if table is not None and key in table.memo:      # the 16 fusers of one UNet call share one answer
+            return table.memo[key]
         schedule = extra_options.get(SCHEDULE_KEY, extra_options.get("sample_sigmas"))
-        if sigmas is None or schedule is None:
-            return self.strength
-        return grounding_scale(float(sigmas.reshape(-1)[0]), schedule, self.start, self.end, self.strength)
+        sigma = table.step_sigma if table is not None else None
+        if sigma is None and extra_options.get("sigmas") is not None:
+            sigma = float(extra_options["sigmas"].reshape(-1)[0])
+        if sigma is None or schedule is None:
+            scale = self.strength
+        else:
+            scale = grounding_scale(sigma, schedule, self.start, self.end, self.strength)
+        if table is not None:
+            table.memo[key] = scale
+        return scale
 
     def _objs(self, x: torch.Tensor, extra_options) -> torch.Tensor:
         table = extra_options.get(TABLE_KEY)
