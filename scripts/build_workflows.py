@@ -155,7 +155,7 @@ WEIGHTS_TEXT = f"""WEIGHTS
 
 KNOBS_TEXT = """KNOBS (official defaults)
 - Apply UniFusion: strength 1.0; end 0.8 = the official alpha (grounding on the first 80% of the steps; higher = tighter placement, lower = more freedom).
-- KSampler: 50 steps, cfg 7.5. ipndm + ddim_uniform is ComfyUI's closest match to the official PLMS sampler (same multistep formula, same timesteps); euler/normal or dpmpp_2m/karras work too. Seed is fixed so the result repeats; set control_after_generate to randomize for variations.
+- KSampler: 50 steps, cfg 7.5. The core KSampler has no PLMS: ipndm + ddim_uniform is its closest match (same multistep idea, same timesteps); euler/normal or dpmpp_2m/karras work too. The exact official sampler is 'plms (official)' + 'official' in the InstanceDiffusion KSampler, or the PLMS Sampler / Official Schedule nodes (see official_demo_settings.json). Seed is fixed so the result repeats; set control_after_generate to randomize for variations.
 - Negative prompt: the official one.
 - InstanceDiffusion Conditioning, modalities auto: scribble if any instance has a scribble, else mask, else point if no instance has a box, else box."""
 
@@ -500,7 +500,7 @@ HOW IT WORKS
 - mis: 0.36 is the official default (0.2 in the eagle, corgi and iterative demos); keep it below 0.4. 0 = exactly the core KSampler.
 - merge: mean is the official rule.
 - max_batch: how many of the n+1 inputs share one UNet call (faster on a GPU with free memory; 1 = least memory). Results are the same.
-Multistep samplers (ipndm, dpmpp_2m) restart their history at the merge; euler/ddim_uniform avoids that if you prefer.
+sampler 'plms (official)' + scheduler 'official' are the official sampler: phase 2 continues the global prompt's eps history as the official code does. Other ComfyUI samplers work too; multistep ones (ipndm, dpmpp_2m) then restart their history at the merge.
 For SamplerCustomAdvanced, the 'InstanceDiffusion MIS Guider' node gives the same sampler as a GUIDER.
 
 {KNOBS_TEXT}
@@ -515,13 +515,57 @@ For SamplerCustomAdvanced, the 'InstanceDiffusion MIS Guider' node gives the sam
     latent = wf.node("EmptyLatentImage", (cx + 360, 0), {"width": d["width"], "height": d["height"],
                                                          "batch_size": 1})
     ks = wf.node("InstanceDiffusionKSampler", (cx + 360, 140),
-                 {"seed": 0, "steps": 50, "cfg": 7.5, "sampler_name": "ipndm", "scheduler": "ddim_uniform",
-                  "denoise": 1.0, "mis": 0.36, "merge": "mean", "max_batch": 4})
+                 {"seed": 0, "steps": 50, "cfg": 7.5, "sampler_name": "plms (official)",
+                  "scheduler": "official (ddim_uniform + 1)", "denoise": 1.0, "mis": 0.36, "merge": "mean",
+                  "max_batch": 4})
     wf.link(model, 0, ks, "model")
     wf.link(cond, 0, ks, "positive")
     wf.link(neg, 0, ks, "negative")
     wf.link(latent, 0, ks, "latent_image")
     decode_save(wf, ks, ckpt, last, cx + 720, 0, "instdiff/cat_dog_robin_mis")
+    return wf
+
+
+def official_demo_settings():
+    d = demo("cat_dog_robin")
+    wf = Workflow()
+    canvas = wf.node("InstanceLayout", (X_LAYOUT, 0), {"width": d["width"], "height": d["height"]})
+    last = box_chain(wf, canvas, d["annos"], X_LAYOUT, 130)
+    note = f"""InstanceDiffusion: the OFFICIAL DEMO SETTINGS, node by node (cat / dog / robin)
+
+Everything the official inference.py does, as custom-sampling nodes, so the result follows the official code:
+- 'InstanceDiffusion PLMS Sampler (official)': the official PLMS (a 2-evaluation first step, then Adams-Bashforth over the eps history).
+- 'InstanceDiffusion Official Schedule': the official 50 timesteps (t = 981, 961, ..., 1; the last step ends at alphas_cumprod[0]).
+- 'InstanceDiffusion MIS Guider': cfg 7.5 (the official guidance) and the multi-instance sampler, mis 0.36: the global prompt and each instance alone for the first 18 steps, averaged, then the global prompt continues its own eps history.
+- 'Apply UniFusion' end 0.8 = the official alpha: grounding on steps 0..39 of 50, counted by step as the official code does.
+- The official negative prompt; the seed drives the starting noise (the official code draws it with torch.manual_seed).
+Same nodes with mis 0 = the official plain sampler (PLMSSampler). Swap the sampler or schedule for any ComfyUI one if you prefer speed over fidelity.
+
+{WEIGHTS_TEXT}"""
+    wf.note(note, (-520, 0), size=(480, 800))
+    ckpt, weights = base_models(wf, 0, 0)
+    pos, neg = prompts(wf, ckpt, 0, 330, d["caption"])
+    cx = X_COND
+    cond = conditioning(wf, pos, ckpt, last, weights, cx, 0)
+    model = patched_model(wf, ckpt, weights, cx, 200)
+    guider = wf.node("InstanceDiffusionMISGuider", (cx + 360, 0), {"cfg": 7.5, "mis": 0.36, "merge": "mean",
+                                                                   "max_batch": 4})
+    wf.link(model, 0, guider, "model")
+    wf.link(cond, 0, guider, "positive")
+    wf.link(neg, 0, guider, "negative")
+    plms = wf.node("InstanceDiffusionPLMSSampler", (cx + 360, 230))
+    sched = wf.node("InstanceDiffusionOfficialSchedule", (cx + 360, 320), {"steps": 50, "denoise": 1.0})
+    wf.link(model, 0, sched, "model")
+    noise = wf.node("RandomNoise", (cx + 360, 470), {"noise_seed": 0})
+    latent = wf.node("EmptyLatentImage", (cx + 360, 580), {"width": d["width"], "height": d["height"],
+                                                           "batch_size": 1})
+    run = wf.node("SamplerCustomAdvanced", (cx + 720, 0), size=[320, 120])
+    wf.link(noise, 0, run, "noise")
+    wf.link(guider, 0, run, "guider")
+    wf.link(plms, 0, run, "sampler")
+    wf.link(sched, 0, run, "sigmas")
+    wf.link(latent, 0, run, "latent_image")
+    decode_save(wf, run, ckpt, last, cx + 1080, 0, "instdiff/cat_dog_robin_official")
     return wf
 
 
@@ -534,6 +578,7 @@ BUILDERS = {
     "iterative_editing": iterative_editing,
     "refiner_cascade": refiner_cascade,
     "multi_instance_sampler": multi_instance_sampler,
+    "official_demo_settings": official_demo_settings,
 }
 
 

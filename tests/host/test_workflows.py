@@ -184,6 +184,8 @@ def test_official_knobs(workflow):
     links = wc._links(workflow)
     samplers = [n for t in SAMPLERS for n in _of_type(workflow, t)
                 if any(links[i["link"]][0] in conds for i in n["inputs"] if i["name"] == "positive")]
+    if not samplers and _of_type(workflow, "InstanceDiffusionMISGuider"):
+        return              # the custom-sampling path: checked by test_official_sampler_nodes_are_wired_as_...
     assert samplers, "no sampler takes the InstanceDiffusion positive"
     for node in samplers:
         v = _values(node)
@@ -195,6 +197,33 @@ def test_official_knobs(workflow):
         assert control == "fixed", "seed control must stay fixed so a run repeats (and A/B branches match)"
     for node in _of_type(workflow, "InstanceDiffusionKSampler"):
         assert _values(node)["mis"] == 0.36
+
+
+def test_official_sampler_nodes_are_wired_as_the_official_run(workflow):
+    """Where the custom-sampling path is used: MIS guider at cfg 7.5 / mis 0.36 on the grounded positive, the
+    official PLMS sampler, and the official schedule at 50 steps, all into one SamplerCustomAdvanced."""
+    runs = _of_type(workflow, "SamplerCustomAdvanced")
+    guiders = _of_type(workflow, "InstanceDiffusionMISGuider")
+    if not guiders:
+        pytest.skip("this workflow does not use the custom-sampling nodes")
+    links = wc._links(workflow)
+    by_id = {n["id"]: n for n in workflow["nodes"]}
+
+    def source(node, name):
+        inp = next(i for i in node["inputs"] if i["name"] == name)
+        return by_id[links[inp["link"]][0]]
+
+    for guider in guiders:
+        assert {k: _values(guider)[k] for k in ("cfg", "mis")} == {"cfg": 7.5, "mis": 0.36}
+        assert source(guider, "positive")["type"] == "InstanceDiffusionConditioning"
+        assert _values(source(guider, "negative"))["text"] == OFFICIAL_NEGATIVE
+    assert runs
+    for run in runs:
+        assert source(run, "guider")["type"] == "InstanceDiffusionMISGuider"
+        assert source(run, "sampler")["type"] == "InstanceDiffusionPLMSSampler"
+        sched = source(run, "sigmas")
+        assert sched["type"] == "InstanceDiffusionOfficialSchedule"
+        assert {k: _values(sched)[k] for k in ("steps", "denoise")} == {"steps": 50, "denoise": 1.0}
 
 
 def test_runs_through_the_executor(workflow, provided_files, executor, run_prompt):
@@ -393,3 +422,139 @@ def test_an_unknown_node_type_fails(provided_files):
     _node(wf, "ApplyScaleU")["type"] = "ApplyScaleU_Renamed"
     problems = wc.check_workflow(wf, comfy_harness.object_info)
     assert any("'ApplyScaleU_Renamed' is not registered" in p for p in problems), problems
+
+
+# ------------------------------------------------------------------------------------------------ additive changes pass
+# A host update that only adds to a core node (ComfyUI 0.26 gave SaveImage and PreviewImage an IMAGE output; nodes
+# gain optional inputs all the time) still loads every saved workflow in the frontend: the checks must accept it and
+# keep failing on a missing node type, a wrong widget value and a broken link.
+
+def _append_output(type_name):
+    def change(data):
+        data["output"] = list(data["output"]) + [type_name]
+        data["output_name"] = list(data.get("output_name") or data["output"][:-1]) + [type_name]
+        data["output_is_list"] = list(data.get("output_is_list") or [False] * (len(data["output"]) - 1)) + [False]
+    return change
+
+
+def _add_optional(name, spec):
+    def change(data):
+        data["input"].setdefault("optional", {})[name] = spec
+        data.setdefault("input_order", {}).setdefault("optional", []).append(name)
+    return change
+
+
+def _both(*changes):
+    def change(data):
+        for c in changes:
+            c(data)
+    return change
+
+
+@pytest.mark.parametrize("type_, change", [
+    ("SaveImage", _append_output("IMAGE")),
+    ("PreviewImage", _append_output("IMAGE")),
+    ("InstanceLayoutPreview", _append_output("MASK")),
+    ("KSampler", _add_optional("sigmas_hint", ("SIGMAS",))),
+    ("KSampler", _add_optional("shift", ("FLOAT", {"default": 1.5, "min": 0.0, "max": 10.0}))),
+    ("CheckpointLoaderSimple", _both(_add_optional("weight_dtype", (["default", "fp8"],)), _append_output("LATENT"))),
+], ids=["SaveImage-output", "PreviewImage-output", "our-node-output", "optional-socket", "optional-widget",
+        "optional-combo+output"])
+def test_an_additive_node_change_passes(provided_files, type_, change):
+    wf = _broken_copy()
+    infos = _changed_definitions(type_, change)
+    assert wc.check_workflow(wf, infos) == []
+    prompt = wc.to_api_prompt(wf, infos)
+    (node,) = [e for e in prompt.values() if e["class_type"] == type_]
+    assert "sigmas_hint" not in node["inputs"]                  # an unconnected new socket is not sent
+    if type_ == "KSampler" and "shift" in infos("KSampler")["input"]["optional"]:
+        assert node["inputs"]["shift"] == 1.5                   # a new widget is sent with its default, as the frontend
+    if type_ == "CheckpointLoaderSimple":
+        assert node["inputs"]["weight_dtype"] == "default"
+
+
+def test_a_workflow_saved_before_image_outputs_passes_on_this_host(provided_files):
+    """SaveImage/PreviewImage saved without outputs (ComfyUI < 0.26) pass whether this host has the IMAGE output."""
+    wf = _broken_copy()
+    for node in wf["nodes"]:
+        if node["type"] in ("SaveImage", "PreviewImage"):
+            node["outputs"] = []
+    assert wc.check_workflow(wf, comfy_harness.object_info) == []
+
+
+def _append_required_widget(data):
+    data["input"]["required"]["shift"] = ("FLOAT", {"default": 1.0})
+    data["input_order"]["required"].append("shift")
+
+
+def _drop_last_output(data):
+    data["output"] = list(data["output"])[:-1]
+
+
+def _add_required_socket(data):
+    data["input"]["required"]["vae"] = ("VAE",)
+    data["input_order"]["required"].append("vae")
+
+
+@pytest.mark.parametrize("type_, change, expect", [
+    ("KSampler", _append_required_widget, "7 widgets_values saved"),       # required: the workflow must set it
+    ("CheckpointLoaderSimple", _drop_last_output, "3 outputs saved, the node now has 2"),
+    ("KSampler", _add_required_socket, "the node now has an input 'vae'"),
+], ids=["new-required-widget", "removed-output", "new-required-socket"])
+def test_a_non_additive_node_change_still_fails(provided_files, type_, change, expect):
+    problems = wc.check_workflow(_broken_copy(), _changed_definitions(type_, change))
+    assert any(expect in p for p in problems), problems
+
+
+def _tolerant_infos():
+    """Definitions with every kind of additive change at once: breakages must still show through them."""
+    changes = {"SaveImage": _append_output("IMAGE"), "KSampler": _add_optional("shift", ("FLOAT", {"default": 1.0})),
+               "InstanceBox": _add_optional("weight", ("FLOAT", {"default": 1.0}))}
+
+    def info(node_type):
+        data = copy.deepcopy(comfy_harness.object_info(node_type))
+        if node_type in changes:
+            changes[node_type](data)
+        return data
+    return info
+
+
+def _missing_node_type(wf):
+    _node(wf, "InstanceDiffusionConditioning")["type"] = "InstanceDiffusionConditioningFromAnotherPack"
+    return "'InstanceDiffusionConditioningFromAnotherPack' is not registered"
+
+
+def _wrong_widget_value(wf):
+    ks = _node(wf, "KSampler")
+    ks["widgets_values"][ks["widgets_values"].index("ipndm")] = "plms"
+    return "'sampler_name' is 'plms', not one of the current choices"
+
+
+def _link_to_a_deleted_node(wf):
+    wf["nodes"] = [n for n in wf["nodes"] if n["type"] != "VAEDecode"]
+    return "joins a node that does not exist"
+
+
+def _input_holds_an_unknown_link(wf):
+    next(i for i in _node(wf, "KSampler")["inputs"] if i["name"] == "model")["link"] = 9999
+    return "refers to link 9999 which does not exist"
+
+
+def _output_forgets_its_link(wf):
+    _node(wf, "ApplyScaleU")["outputs"][0]["links"] = []
+    return "output 0 does not list this link"
+
+
+@pytest.mark.parametrize("breakage", [_missing_node_type, _wrong_widget_value, _link_to_a_deleted_node,
+                                      _input_holds_an_unknown_link, _output_forgets_its_link],
+                         ids=["missing-node-type", "wrong-widget-value", "link-to-deleted-node",
+                              "input-holds-unknown-link", "output-forgets-link"])
+def test_a_breakage_fails_despite_additive_changes(provided_files, breakage):
+    infos = _tolerant_infos()
+    wf = _broken_copy()
+    assert wc.check_workflow(wf, infos) == []
+    expect = breakage(wf)
+    problems = wc.check_workflow(wf, infos)
+    assert any(expect in p for p in problems), problems
+    with pytest.raises(wc.WorkflowError):
+        wc.to_api_prompt(wf, infos)
