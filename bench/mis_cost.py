@@ -2,7 +2,9 @@
 
 For n = 1, 4, 8 instances: wall time of InstanceDiffusion KSampler (phase 1 batched with max_batch=n+1, and
 sequential with max_batch=1) divided by the plain KSampler's, next to the UNet-evaluation ratio
-((n+1)*m + (S-m)) / S. Uses the full SD1.5 topology at reduced width (model_channels 64, random weights) on a
+((n+1)*m + (S-m)) / S. Then the official PLMS sampler: CFG evaluations counted in the run next to the official
+count (n+1)(m+1) + (S-m) (each input pays the 2-evaluation first step; phase 2 continues the global history),
+and the wall-time ratio to a plain PLMS run (S + 1 evaluations). Uses the full SD1.5 topology at reduced width (model_channels 64, random weights) on a
 32x32 latent so UNet time dominates; CPU.
 
 COMFYUI_PATH=/path/to/ComfyUI python bench/mis_cost.py [--steps 10] [--mis 0.36] [--channels 64] [--latent 32]
@@ -46,7 +48,7 @@ def main(argv=None) -> int:
     side = args.latent * 8
     latent = torch.zeros(1, 4, args.latent, args.latent)
     clip = StubClip()
-    S, m = args.steps, core.schedule.mis_steps(args.steps, args.mis)
+    S, m = args.steps, core.sampling.schedule.mis_steps(args.steps, args.mis)
     print(f"ComfyUI {host['version']}; UNet SD1.5 topology at {args.channels} channels, latent {args.latent}x"
           f"{args.latent}, {S} euler steps, mis {args.mis} -> m = {m}, cfg 7.5 (cond+uncond), CPU "
           f"{torch.get_num_threads()} threads")
@@ -60,6 +62,7 @@ def main(argv=None) -> int:
         return sorted(times)[len(times) // 2]
 
     print(f"{'n':>3} {'theory':>8} {'batched':>8} {'sequential':>10}   (wall time ratio MIS / plain KSampler)")
+    runs = []
     for n in (1, 4, 8):
         boxes = [(side * (i % 4) / 4, side * (i // 4) / 2, side * (i % 4 + 1) / 4, side * (i // 4 + 1) / 2)
                  for i in range(n)]
@@ -75,6 +78,34 @@ def main(argv=None) -> int:
         theory = ((n + 1) * m + (S - m)) / S
         print(f"{n:>3} {theory:8.2f} {batched / plain:8.2f} {sequential / plain:10.2f}"
               f"   (plain {plain:.2f} s, batched {batched:.2f} s, sequential {sequential:.2f} s)")
+        runs.append((n, pos, neg))
+
+    plms = pack.nodes.plms
+    counted = model.clone()
+    rows = {"n": 0}
+
+    def count(apply, args_):
+        rows["n"] += int(args_["input"].shape[0])
+        return apply(args_["input"], args_["timestep"], **args_["c"])
+    counted.set_model_unet_function_wrapper(count)
+
+    def evaluations(fn):
+        rows["n"] = 0
+        fn()
+        return rows["n"] / (2 * latent.shape[0])          # cond + uncond rows per CFG evaluation
+
+    print(f"\nofficial PLMS + official schedule, {S} steps, m = {m}:")
+    print(f"{'n':>3} {'CFG evals':>9} {'official':>9} {'time ratio':>10} {'eval ratio':>10}   (vs plain PLMS)")
+    for n, pos, neg in runs:
+        def run(mis, model_=model):
+            return mis_ksample(model_, 0, S, 7.5, plms.PLMS_NAME, plms.OFFICIAL_SCHEDULER, pos, neg,
+                               {"samples": latent}, 1.0, mis, "mean", n + 1)
+        plain_evals, mis_evals = evaluations(lambda: run(0.0, counted)), evaluations(lambda: run(args.mis, counted))
+        official = core.sampling.plms.cfg_evaluations(S, m, n)
+        assert plain_evals == core.sampling.plms.cfg_evaluations(S, 0, n)
+        plain_t, mis_t = timed(lambda: run(0.0)), timed(lambda: run(args.mis))
+        print(f"{n:>3} {mis_evals:9.0f} {official:9d} {mis_t / plain_t:10.2f} {official / (S + 1):10.2f}"
+              f"   (plain PLMS {plain_t:.2f} s, {plain_evals:.0f} evals; MIS {mis_t:.2f} s)")
     return 0
 
 
