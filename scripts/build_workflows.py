@@ -582,6 +582,44 @@ BUILDERS = {
 }
 
 
+def layout_subprompt(prompt: dict) -> dict | None:
+    """The part of an API prompt that draws the workflow's first layout on a blank canvas (its first Layout Preview,
+    without the generated image, and everything upstream of it), ending in a SaveImage; None without a preview."""
+    previews = [nid for nid, e in sorted(prompt.items(), key=lambda kv: int(kv[0]))
+                if e["class_type"] == "InstanceLayoutPreview"]
+    if not previews:
+        return None
+    blank = [nid for nid in previews if "image" not in prompt[nid]["inputs"]]
+    preview = (blank or previews)[0]
+    prompt = {**prompt, preview: {**prompt[preview], "inputs": {k: v for k, v in prompt[preview]["inputs"].items()
+                                                                if k != "image"}}}
+    keep, todo = set(), [preview]
+    while todo:
+        nid = todo.pop()
+        if nid in keep:
+            continue
+        keep.add(nid)
+        todo += [v[0] for v in prompt[nid]["inputs"].values() if isinstance(v, list) and len(v) == 2]
+    sub = {nid: prompt[nid] for nid in keep}
+    sub["thumb"] = {"class_type": "SaveImage", "inputs": {"images": [preview, 0], "filename_prefix": "thumb"}}
+    return sub
+
+
+def write_thumbnail(data: dict, path: str, width: int = 512) -> bool:
+    """``<workflow>.jpg`` for ComfyUI's template browser: the workflow's layout as Layout Preview draws it."""
+    from PIL import Image
+
+    sub = layout_subprompt(wc.to_api_prompt(data, comfy_harness.object_info))
+    if sub is None:
+        return False
+    result = comfy_harness.run_prompt(sub)
+    with Image.open(result["images"]["thumb"][0]) as im:
+        im = im.convert("RGB")
+        im = im.resize((width, max(1, round(im.height * width / im.width))), Image.Resampling.LANCZOS)
+        im.save(path, quality=88)
+    return True
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:
@@ -605,7 +643,9 @@ def main(argv=None) -> int:
         with open(os.path.join(out_dir, f"{name}.json"), "w") as f:
             json.dump(data, f, indent=2)
             f.write("\n")
-        print(f"wrote {name}.json: {len(data['nodes'])} nodes, {len(data['links'])} links")
+        thumb = write_thumbnail(data, os.path.join(out_dir, f"{name}.jpg"))
+        print(f"wrote {name}.json: {len(data['nodes'])} nodes, {len(data['links'])} links"
+              + (f", thumbnail {name}.jpg" if thumb else ", no layout preview: no thumbnail"))
     return 0
 
 
