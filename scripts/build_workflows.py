@@ -149,9 +149,9 @@ class Workflow:
 
 WEIGHTS_TEXT = f"""WEIGHTS
 - SD1.5 checkpoint -> ComfyUI/models/checkpoints ({CKPT}, or any SD1.5 fine-tune).
-- InstanceDiffusion add-on weights -> ComfyUI/models/instance_diffusion. Get instancediffusion_sd15.pth from huggingface.co/xudongw/InstanceDiffusion. 'Load InstanceDiffusion' reads that .pth directly (safely, no code from the file runs), but it is 13.6 GB and slow to load; convert it once to a ~0.7 GB file, from this pack's folder with ComfyUI's Python:
-  python -m instancediffusion_core convert instancediffusion_sd15.pth {WEIGHTS} --dtype fp16
-  then move {WEIGHTS} to ComfyUI/models/instance_diffusion and pick it in 'Load InstanceDiffusion'."""
+- InstanceDiffusion add-on weights -> ComfyUI/models/instance_diffusion. Get instancediffusion_sd15.pth from huggingface.co/xudongw/InstanceDiffusion. 'Load InstanceDiffusion' reads that .pth directly (safely, no code from the file runs), but it is 13.6 GB and slow to load; convert it once to a ~0.7 GB file, from the ComfyUI folder with ComfyUI's Python:
+  python custom_nodes/comfyui-instdiff/instdiff_cli.py convert models/instance_diffusion/instancediffusion_sd15.pth models/instance_diffusion/{WEIGHTS} --dtype fp16
+  (inside the pack folder 'python -m instancediffusion_core convert ...' does the same), then press R and pick {WEIGHTS} in 'Load InstanceDiffusion'."""
 
 KNOBS_TEXT = """KNOBS (official defaults)
 - Apply UniFusion: strength 1.0; end 0.8 = the official alpha (grounding on the first 80% of the steps; higher = tighter placement, lower = more freedom).

@@ -158,7 +158,7 @@ def test_has_a_note_on_weights_and_knobs(workflow):
     notes = [n["widgets_values"][0] for n in _of_type(workflow, "Note")]
     assert notes, "every workflow explains itself in a Note node"
     text = "\n".join(notes)
-    for needle in ("models/checkpoints", "models/instance_diffusion", "python -m instancediffusion_core convert",
+    for needle in ("models/checkpoints", "models/instance_diffusion", "instdiff_cli.py convert",
                    WEIGHTS, "cfg 7.5", "0.8"):
         assert needle in text, f"the Note does not mention {needle!r}"
 
