@@ -526,6 +526,53 @@ For SamplerCustomAdvanced, the 'InstanceDiffusion MIS Guider' node gives the sam
     return wf
 
 
+EDITOR_LAYOUT = {
+    "caption": "a red fox in a meadow, a yellow bird in the sky, a winding path and a small pond",
+    "width": 512, "height": 512,
+    "annos": [
+        {"caption": "a red fox", "bbox": [40, 230, 200, 170]},
+        {"caption": "a yellow bird", "point": [390, 90]},
+        {"caption": "a winding path", "scribble": [[20, 500], [140, 440], [250, 475], [390, 410], [500, 440]]},
+        {"caption": "a small pond", "mask": [[300, 300, 420, 275, 485, 340, 420, 395, 310, 380]]},
+    ],
+}
+
+
+def layout_editor():
+    wf = Workflow()
+    editor = wf.node("InstanceLayoutEditor", (X_LAYOUT, 0), {"width": 512, "height": 512,
+                                                             "layout_json": json.dumps(EDITOR_LAYOUT, indent=1)},
+                     title="Instance Layout Editor (draw here)", size=[520, 760])
+    note = f"""InstanceDiffusion: DRAW the layout in the Instance Layout Editor
+
+HOW IT WORKS
+The editor node is the canvas. Pick a tool and draw: Box (drag), Point (click), Scribble (freehand, kept as 20 points), Brush or Polygon (a mask). Every drawn shape is a new instance: type its prompt in the list under the canvas (a phrase such as "a red fox"). Hold Shift to give the SELECTED instance another location (e.g. a box and a mask). Select (V) to move or resize, Delete to remove, Ctrl+Z / Ctrl+Y to undo and redo. The caption field is the global prompt: its output drives CLIP Text Encode here.
+This one starts with a fox (box), a bird (point), a path (scribble) and a pond (polygon mask). Run once, then connect the result to the editor's 'background' input to draw over the picture.
+Sampling: 'InstanceDiffusion KSampler' with the official PLMS sampler and schedule and the official multi-instance sampler (mis 0.36; 0 = plain sampling, faster).
+
+{KNOBS_TEXT}
+
+{WEIGHTS_TEXT}"""
+    wf.note(note, (-520, 0), size=(480, 800))
+    ckpt, weights = base_models(wf, 0, 0)
+    pos, neg = prompts(wf, ckpt, 0, 330, EDITOR_LAYOUT["caption"])
+    wf.link(editor, "caption", pos, "text")
+    cx = X_COND + 100
+    cond = conditioning(wf, pos, ckpt, editor, weights, cx, 0)
+    model = patched_model(wf, ckpt, weights, cx, 200)
+    latent = wf.node("EmptyLatentImage", (cx + 360, 0), {"width": 512, "height": 512, "batch_size": 1})
+    ks = wf.node("InstanceDiffusionKSampler", (cx + 360, 140),
+                 {"seed": 0, "steps": 50, "cfg": 7.5, "sampler_name": "plms (official)",
+                  "scheduler": "official (ddim_uniform + 1)", "denoise": 1.0, "mis": 0.36, "merge": "mean",
+                  "max_batch": 4})
+    wf.link(model, 0, ks, "model")
+    wf.link(cond, 0, ks, "positive")
+    wf.link(neg, 0, ks, "negative")
+    wf.link(latent, 0, ks, "latent_image")
+    decode_save(wf, ks, ckpt, editor, cx + 720, 0, "instdiff/layout_editor")
+    return wf
+
+
 def official_demo_settings():
     d = demo("cat_dog_robin")
     wf = Workflow()
@@ -570,6 +617,7 @@ Same nodes with mis 0 = the official plain sampler (PLMSSampler). Swap the sampl
 
 
 BUILDERS = {
+    "layout_editor": layout_editor,
     "boxes_cat_dog_robin": boxes_cat_dog_robin,
     "masks": masks,
     "points_palm": points_palm,
