@@ -7,6 +7,7 @@ import importlib
 import pkgutil
 
 from .loader import register_model_folders
+from .search_aliases import SEARCH_ALIASES
 
 register_model_folders()
 
@@ -20,3 +21,5 @@ for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
             raise RuntimeError(f"node key {_key} registered twice ({_module.__name__})")
         NODE_CLASS_MAPPINGS[_key] = _cls
         NODE_DISPLAY_NAME_MAPPINGS[_key] = _name
+        if _key in SEARCH_ALIASES:
+            _cls.SEARCH_ALIASES = list(SEARCH_ALIASES[_key])

@@ -14,3 +14,12 @@ def test_every_node_has_a_help_page(pack):
         with open(os.path.join(docs, f"{key}.md"), encoding="utf-8") as f:
             first = f.readline().strip()
         assert first == f"# {title}", f"{key}.md starts with {first!r}, not the node's title {title!r}"
+
+
+def test_main_nodes_are_found_by_the_words_users_search(pack):
+    aliases = {k: getattr(c, "SEARCH_ALIASES", []) for k, c in pack.NODE_CLASS_MAPPINGS.items()}
+    for word in ("regional prompt", "gligen", "layout", "bounding box"):
+        assert word in aliases["InstanceDiffusionConditioning"], word
+    assert "bounding box" in aliases["InstanceLayoutEditor"] and "gligen" in aliases["ApplyUniFusion"]
+    unknown = set(pack.nodes.search_aliases.SEARCH_ALIASES) - set(pack.NODE_CLASS_MAPPINGS)
+    assert not unknown, f"aliases for nodes that do not exist: {unknown}"
