@@ -27,8 +27,11 @@ ENV_VAR = "COMFYUI_PATH"
 NO_HOST_REASON = (f"no ComfyUI host: set {ENV_VAR}=/path/to/ComfyUI (a ComfyUI checkout with comfy/ and nodes.py) "
                   f"or put this repo in <ComfyUI>/custom_nodes/{PACK_DIR_NAME}")
 # Optional ComfyUI dependencies that core modules import at module level although only a few models use them
-# (comfy/sd.py -> comfy/ldm/cascade/stage_c_coder.py imports torchvision for Stable Cascade only).
-STUBBED_WHEN_MISSING = ("torchvision",)
+# (comfy/sd.py -> comfy/ldm/cascade/stage_c_coder.py imports torchvision for Stable Cascade only; since 0.3x
+# comfy/sd.py -> comfy/ldm/lightricks/vae/audio_vae.py imports torchaudio for the audio VAE). The test venv holds
+# only the CPU torch: PyPI's torchvision/torchaudio wheels are built against another torch and fail to import
+# beside it ("operator torchvision::nms does not exist"), so a broken install is stubbed like a missing one.
+STUBBED_WHEN_MISSING = ("torchvision", "torchaudio")
 
 
 # --------------------------------------------------------------------------------------------- host discovery
@@ -67,8 +70,8 @@ class _Unavailable:
         return _Unavailable(f"{self._name}.{attr}")
 
     def __call__(self, *args, **kwargs):
-        raise ImportError(f"{self._name} is unavailable: the test venv has no {self._name.split('.')[0]} "
-                          f"(stubbed by tests/host/comfy_harness.py so ComfyUI core imports)")
+        raise ImportError(f"{self._name} is unavailable: the test venv has no usable {self._name.split('.')[0]} "
+                          f"(stubbed by instdiff_testkit/comfy_harness.py so ComfyUI core imports)")
 
 
 class _StubModule(types.ModuleType):
@@ -95,11 +98,33 @@ class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         module.__stub__ = True
 
 
+def _unusable(name: str) -> bool:
+    """True when `name` is not installed, or installed but fails to import (its partial modules are dropped)."""
+    module = sys.modules.get(name)
+    if module is not None:
+        return bool(getattr(module, "__stub__", False))
+    if importlib.util.find_spec(name) is None:
+        return True
+    try:
+        importlib.import_module(name)
+        return False
+    except Exception:             # e.g. a CUDA/other-torch wheel: RuntimeError "operator ... does not exist"
+        for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+            del sys.modules[key]
+        return True
+
+
 def install_missing_module_stubs(names=STUBBED_WHEN_MISSING) -> list[str]:
-    """Stub the optional packages that are not installed (and only those); returns the stubbed names."""
-    missing = [n for n in names if n not in sys.modules and importlib.util.find_spec(n) is None]
-    if missing and not any(isinstance(f, _StubFinder) for f in sys.meta_path):
-        sys.meta_path.append(_StubFinder(missing))
+    """Stub the optional packages that are missing or fail to import (and only those); returns their names."""
+    missing = [n for n in names if _unusable(n)]
+    if missing:
+        finder = next((f for f in sys.meta_path if isinstance(f, _StubFinder)), None)
+        if finder is None:
+            finder = _StubFinder(missing)
+        else:
+            finder.roots.update(missing)
+            sys.meta_path.remove(finder)
+        sys.meta_path.insert(0, finder)    # first: a broken install must not be found again
     return missing
 
 
@@ -166,9 +191,13 @@ def set_io_directories(base: str) -> dict:
 
 
 def register_model_folders(base: str, names=("instance_diffusion", "checkpoints")) -> dict:
-    """Add `<base>/<name>` to ComfyUI's model search paths, so tests can drop model files there."""
+    """Add `<base>/<name>` to ComfyUI's model search paths, so tests can drop model files there, and make `<base>`
+    ComfyUI's `models_dir` (what `--models-directory` sets): packs loaded after this register and create their
+    own folders under it (ours: models/instance_diffusion), never in the host tree."""
     import folder_paths
 
+    os.makedirs(base, exist_ok=True)
+    folder_paths.models_dir = base
     out = {}
     for name in names:
         path = os.path.join(base, name)
@@ -217,6 +246,16 @@ def find_loaded_pack(repo_root: str = REPO_ROOT):
     return None
 
 
+def _drop_missing_folders(name: str) -> None:
+    """Unregister folders of `name` that do not exist: ComfyUI lists every custom_nodes folder without checking,
+    and a host tree without its (empty, so untracked) custom_nodes folder would fail the whole node init."""
+    import folder_paths
+
+    entry = folder_paths.folder_names_and_paths.get(name)
+    if entry:
+        entry[0][:] = [p for p in entry[0] if os.path.isdir(p)]
+
+
 def load_extra_nodes(custom_nodes_dir: str, repo_root: str = REPO_ROOT, link_pack: bool = True) -> dict:
     """Run `nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False)` once, with our pack linked as
     `<custom_nodes_dir>/comfyui-instdiff` (unless the repo already sits in a custom_nodes folder).
@@ -235,6 +274,7 @@ def load_extra_nodes(custom_nodes_dir: str, repo_root: str = REPO_ROOT, link_pac
             if not os.path.lexists(module_path):
                 os.symlink(repo_root, module_path, target_is_directory=True)
             folder_paths.add_model_folder_path("custom_nodes", custom_nodes_dir)
+    _drop_missing_folders("custom_nodes")
 
     handler = _Records()
     root_logger = logging.getLogger()
@@ -324,8 +364,9 @@ def _new_executor(server):
     import execution
 
     params = inspect.signature(execution.PromptExecutor.__init__).parameters
-    if "cache_args" in params:        # ComfyUI >= ~0.4: the executor reads cache_args["ram"] after every node
-        return execution.PromptExecutor(server, cache_args={"lru": 0, "ram": 0.0})
+    if "cache_args" in params:        # ComfyUI >= ~0.4: the executor reads cache_args["ram"] after every node,
+        # and since 0.23 cache_args["ram_inactive"] at the start of every prompt (older hosts ignore the key)
+        return execution.PromptExecutor(server, cache_args={"lru": 0, "ram": 0.0, "ram_inactive": 0.0})
     return execution.PromptExecutor(server)
 
 

@@ -1,9 +1,11 @@
 """The real ComfyUI server (its main.py) on a free loopback port, with this repo linked in as a custom node pack.
 
-Everything it writes (output, temp, input, user folders, the custom_nodes link) goes into a temporary base folder;
-the database is in memory. Optional packages that ComfyUI's core imports at module level for a few models only
-(torchvision) are stubbed the same way as the in-process host tests do (tests/host/comfy_harness.py), so the
-server starts in a venv without them.
+Everything it writes (models, output, temp, input, user folders, the custom_nodes link) goes into a temporary base
+folder (`--base-directory`), so packs that create their model folders (ours: models/instance_diffusion) never write
+into the host tree; the database is in memory. Optional packages that ComfyUI's core imports at module level for a
+few models only (torchvision, torchaudio) are stubbed the same way as the in-process host tests do
+(instdiff_testkit/comfy_harness.py), so the server starts in a venv without them. The frontend is the one installed
+in the venv (`comfyui_frontend_package`) unless `frontend_root` names another build's static folder.
 """
 from __future__ import annotations
 
@@ -21,13 +23,16 @@ PACK_DIR_NAME = "comfyui-instdiff"
 
 _LAUNCHER = """
 import runpy, sys
-host = sys.argv[1]
+host, packages = sys.argv[1], sys.argv[2]
 from instdiff_testkit import comfy_harness
 comfy_harness.install_missing_module_stubs()
+if packages:
+    sys.path.insert(0, packages)
 sys.path.insert(0, host)
-sys.argv = [host + "/main.py"] + sys.argv[2:]
+sys.argv = [host + "/main.py"] + sys.argv[3:]
 runpy.run_path(host + "/main.py", run_name="__main__")
 """
+FRONTEND_PACKAGES_ENV = "COMFYUI_FRONTEND_PACKAGES"
 
 
 def is_comfyui_root(path: str | None) -> bool:
@@ -41,11 +46,24 @@ def free_port() -> int:
 
 
 class ComfyServer:
-    """`start()` blocks until the HTTP server answers; `stop()` ends the process this object started."""
+    """`start()` blocks until the HTTP server answers; `stop()` ends the process this object started.
 
-    def __init__(self, host_root: str, base_dir: str, frontend_root: str | None = None, python: str = sys.executable):
+    `frontend_packages`: a folder holding the host's own pins of comfyui_frontend_package, comfyui_workflow_templates
+    and comfyui_embedded_docs (`pip install --no-deps --target`, see scripts/host_deps.py); it goes first on the
+    server's sys.path and its frontend is served, unless `frontend_root` names a static folder to serve instead.
+    """
+
+    def __init__(self, host_root: str, base_dir: str, frontend_root: str | None = None, python: str = sys.executable,
+                 frontend_packages: str | None = None):
         self.host_root = os.path.realpath(host_root)
         self.base_dir = base_dir
+        self.frontend_packages = os.path.realpath(frontend_packages) if frontend_packages else None
+        if self.frontend_packages:
+            static = os.path.join(self.frontend_packages, "comfyui_frontend_package", "static")
+            if not os.path.isfile(os.path.join(static, "index.html")):
+                raise FileNotFoundError(f"{frontend_packages} holds no comfyui_frontend_package/static/index.html: "
+                                        f"install the host's frontend there (scripts/host_deps.py)")
+            frontend_root = frontend_root or static
         self.frontend_root = frontend_root
         self.python = python
         self.port = free_port()
@@ -54,16 +72,15 @@ class ComfyServer:
         self.process: subprocess.Popen | None = None
 
     def _prepare(self) -> list[str]:
-        dirs = {name: os.path.join(self.base_dir, name) for name in ("custom_nodes", "output", "temp", "input", "user")}
+        dirs = {name: os.path.join(self.base_dir, name)
+                for name in ("custom_nodes", "models", "output", "temp", "input", "user")}
         for d in dirs.values():
             os.makedirs(d, exist_ok=True)
         link = os.path.join(dirs["custom_nodes"], PACK_DIR_NAME)
         if not os.path.lexists(link):
             os.symlink(REPO, link, target_is_directory=True)
-        config = os.path.join(self.base_dir, "extra_model_paths.yaml")
-        with open(config, "w", encoding="utf-8") as f:
-            f.write(f"instdiff_e2e:\n  custom_nodes: {json.dumps(dirs['custom_nodes'])}\n")
-        args = ["--cpu", "--listen", "127.0.0.1", "--port", str(self.port), "--extra-model-paths-config", config,
+        # --base-directory: models/ and custom_nodes/ (the only one, holding the link) live in base_dir
+        args = ["--cpu", "--listen", "127.0.0.1", "--port", str(self.port), "--base-directory", self.base_dir,
                 "--disable-api-nodes", "--database-url", "sqlite:///:memory:",
                 "--output-directory", dirs["output"], "--temp-directory", dirs["temp"],
                 "--input-directory", dirs["input"], "--user-directory", dirs["user"]]
@@ -74,7 +91,8 @@ class ComfyServer:
     def start(self, timeout: float = 180.0) -> "ComfyServer":
         args = self._prepare()
         log = open(self.log_path, "w", encoding="utf-8")
-        self.process = subprocess.Popen([self.python, "-c", _LAUNCHER, self.host_root, *args],
+        self.process = subprocess.Popen([self.python, "-c", _LAUNCHER, self.host_root, self.frontend_packages or "",
+                                         *args],
                                         cwd=self.host_root, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + timeout

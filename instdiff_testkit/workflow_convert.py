@@ -9,7 +9,12 @@ text; an `image_upload` combo by an upload button value; non-widget sockets firs
 after them) so tests can check a workflow against the node definitions of a running host and convert it the way
 `graphToPrompt` does (frontend-only nodes dropped, bypassed nodes passed through, muted nodes removed).
 
-Node definitions come from `object_info(node_type)` (tests/host/comfy_harness.py): any callable or dict that
+Additive changes of a node, which load fine in the frontend, are accepted: a new output after the saved ones, a new
+optional input (socket, or widget after the saved widget values). Everything else that moves or changes what was
+saved (a missing node type, a renamed/retyped/reordered input or output, a new required input, a widget value that
+does not fit, a broken link) is reported.
+
+Node definitions come from `object_info(node_type)` (instdiff_testkit/comfy_harness.py): any callable or dict that
 returns the `/object_info/<type>` entry, or None/KeyError for an unknown type.
 """
 from __future__ import annotations
@@ -214,7 +219,29 @@ def widget_values_by_name(node: dict, info: dict) -> dict:
     values = node.get("widgets_values") or []
     if isinstance(values, dict):            # a few custom nodes save a dict; ours and the core ones do not
         return {s.name: values[s.name] for s in slots if s.kind == "value" and s.name in values}
-    return {s.name: v for s, v in zip(slots, values) if s.kind == "value"}
+    out = {s.name: v for s, v in zip(slots, values) if s.kind == "value"}
+    for slot in slots[len(values):]:        # widgets newer than the workflow keep their defaults (additive tail)
+        if slot.kind == "value" and slot.spec.optional and slot.name not in out:
+            default = _widget_default(slot.spec)
+            if default is not None:
+                out[slot.name] = default
+    return out
+
+
+def _is_additive_tail(slots: list[WidgetSlot], values) -> bool:
+    """Fewer saved values than widgets, and every widget without a value belongs to an OPTIONAL input after all the
+    saved ones: the frontend assigns widgets_values by position, so such new widgets simply keep their default."""
+    if isinstance(values, dict) or len(values) >= len(slots):
+        return False
+    return all(slot.spec.optional for slot in slots[len(values):])
+
+
+def _widget_default(spec: InputSpec):
+    if "default" in spec.options:
+        return spec.options["default"]
+    if spec.type == "COMBO":
+        return (spec.choices or [None])[0]
+    return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(spec.type)
 
 
 # --------------------------------------------------------------------------------------------- checks
@@ -226,6 +253,8 @@ def check_workflow(workflow: dict, object_info) -> list[str]:
     `outputs` match the definition (names, types, order of sockets); `widgets_values` has exactly the
     frontend's layout and every value fits its widget (type, range, combo choice); every link joins an existing
     output and input of the same type and agrees with both ends; `last_node_id`/`last_link_id` cover all ids.
+    Additive changes of a definition pass: outputs after the saved ones, optional inputs the workflow lacks
+    (a socket anywhere, widgets only after the saved values).
     """
     problems = []
     for key in ("last_node_id", "last_link_id", "nodes", "links", "groups", "config", "extra", "version"):
@@ -298,8 +327,9 @@ def _check_node(node: dict, object_info, links: dict) -> list[str]:
         if inp.get("link") is not None and inp["link"] not in links:
             problems.append(f"{label}: input '{name}' refers to link {inp['link']} which does not exist")
     saved_names = [inp.get("name") for inp in saved]
+    optional = {spec.name for spec in input_specs(info) if spec.optional}
     for name, typ, is_widget in expected:
-        if not is_widget and name not in saved_names:
+        if not is_widget and name not in saved_names and name not in optional:   # a new optional socket is additive
             problems.append(f"{label}: the node now has an input '{name}' ({typ}) that the workflow does not have")
     sockets_expected = [n for n, _, w in expected if not w]
     sockets_saved = [n for n in saved_names if n in sockets_expected]
@@ -310,10 +340,12 @@ def _check_node(node: dict, object_info, links: dict) -> list[str]:
             entry = next((inp for inp in saved if inp.get("name") == spec.name), None)
             if entry is not None and entry.get("link") is None:
                 problems.append(f"{label}: required input '{spec.name}' ({spec.type}) is not connected")
-    # outputs
+    # outputs: the saved ones must be the definition's first ones; outputs added after them are additive (the
+    # frontend builds the slots from the definition and keeps the saved links by index), e.g. SaveImage and
+    # PreviewImage gained an IMAGE output in ComfyUI 0.26
     out_types = _output_types(node, object_info)
     saved_out = node.get("outputs") or []
-    if len(saved_out) != len(out_types):
+    if len(saved_out) > len(out_types):
         problems.append(f"{label}: {len(saved_out)} outputs saved, the node now has {len(out_types)} {out_types}")
     for i, (out, typ) in enumerate(zip(saved_out, out_types)):
         if out.get("type") != typ:
@@ -324,7 +356,7 @@ def _check_node(node: dict, object_info, links: dict) -> list[str]:
     if slots and values is None:
         problems.append(f"{label}: no widgets_values, the node has widgets {[s.name for s in slots]}")
     elif values is not None:
-        if len(values) != len(slots):
+        if len(values) != len(slots) and not _is_additive_tail(slots, values):
             problems.append(f"{label}: {len(values)} widgets_values saved, the frontend lays out {len(slots)}: "
                             f"{[s.name if s.kind == 'value' else s.name + ':' + s.kind for s in slots]}")
         for slot, value in zip(slots, values):

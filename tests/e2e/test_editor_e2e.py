@@ -2,8 +2,12 @@
 
 Needs COMFYUI_PATH (a ComfyUI checkout), Chromium (Debian's `chromium`, or CHROMIUM_PATH), Node.js and the
 repo's node_modules (`npm install`: playwright-core drives the installed Chromium, nothing is downloaded).
-Optional: COMFYUI_FRONTEND_ROOT to serve another frontend build (`--front-end-root`), INSTDIFF_E2E_SCREENSHOT for
-the screenshot path (default: <system temp>/instdiff-e2e/editor.png, outside the repo).
+Optional: COMFYUI_FRONTEND_PACKAGES, a folder with the host's own pinned frontend packages (scripts/host_deps.py
+installs them with `pip install --no-deps --target`; .ci/run does), COMFYUI_FRONTEND_ROOT to serve another frontend
+build (`--front-end-root`), INSTDIFF_E2E_SCREENSHOT for the screenshot path (default:
+<system temp>/instdiff-e2e/editor.png, outside the repo; the run also writes editor-warnings.png and
+editor-minimum.png beside it), INSTDIFF_E2E_VUE=1 to run the editor in the Vue node renderer ("Nodes 2.0", frontends
+that have the Comfy.VueNodes.Enabled setting).
 """
 from __future__ import annotations
 
@@ -19,7 +23,9 @@ from instdiff_testkit.comfy_server import REPO, ComfyServer, is_comfyui_root
 from instancediffusion_core.layout.rle import decode_rle, rasterize_polygons
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "editor_e2e.mjs")
-WEB_JS = sorted(f for f in os.listdir(os.path.join(REPO, "web", "js")) if f.endswith(".js"))
+# every script under web/ (ComfyUI serves and imports them all), as paths below web/, e.g. "js/layout_editor/view.js"
+WEB_JS = sorted(os.path.relpath(os.path.join(d, f), os.path.join(REPO, "web")).replace(os.sep, "/")
+                for d, _, files in os.walk(os.path.join(REPO, "web")) for f in files if f.endswith(".js"))
 
 
 def _missing() -> str | None:
@@ -44,7 +50,8 @@ pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     srv = ComfyServer(os.environ["COMFYUI_PATH"], str(tmp_path_factory.mktemp("comfy_e2e")),
-                      frontend_root=os.environ.get("COMFYUI_FRONTEND_ROOT") or None)
+                      frontend_root=os.environ.get("COMFYUI_FRONTEND_ROOT") or None,
+                      frontend_packages=os.environ.get("COMFYUI_FRONTEND_PACKAGES") or None)
     srv.start()
     yield srv
     srv.stop()
@@ -55,7 +62,7 @@ def test_pack_loads_and_every_script_is_listed_once(server):
     assert info["category"] == "instance_diffusion/layout"
     assert list(info["input"]["required"]) == ["width", "height", "layout_json"]
     listed = [p for p in server.get_json("extensions") if "instdiff" in p.split("/")[2]]
-    names = [p.rsplit("/", 1)[1] for p in listed]
+    names = [p.split("/", 3)[3] for p in listed]                   # /extensions/<pack>/<path below web/>
     assert sorted(names) == WEB_JS, f"/extensions lists {listed}"   # each file once: no second web directory
 
 
@@ -66,15 +73,40 @@ def _by_caption(annos):
 def test_draw_in_the_browser_and_run(server):
     shot = os.environ.get("INSTDIFF_E2E_SCREENSHOT") or os.path.join(tempfile.gettempdir(), "instdiff-e2e",
                                                                      "editor.png")
+    vue = os.environ.get("INSTDIFF_E2E_VUE") == "1"
     os.makedirs(os.path.dirname(shot), exist_ok=True)
     chromium = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or shutil.which("chromium-browser")
     proc = subprocess.run(["node", SCRIPT, server.url, shot, chromium], capture_output=True, text=True,
                           timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"screenshot: {shot}\n" + "\n".join(result.get("log", [])))
+    print("screenshots: " + ", ".join(result.get("screenshots", [shot])) + "\n" + "\n".join(result.get("log", [])))
+    print(json.dumps({k: result.get(k) for k in ("frontendVersion", "vueNodesMode", "defaultLayout", "afterRunLayout",
+                                                  "minimum", "warnedRun", "cleanRun", "otherErrors")}, indent=1))
     assert result["ok"], f"{result.get('error')}\nlog: {result.get('log')}\nserver log:\n{server.log_tail()}"
     assert not result["pageErrors"], result["pageErrors"]
+    if vue:
+        assert result["vueNodesMode"], "INSTDIFF_E2E_VUE=1 but the frontend did not switch to Vue nodes"
+
+    # the default node size gives a comfortable drawing area (the 512x384 canvas ~>= 400 px wide), the JSON text box
+    # stays small (hidden in the Vue renderer) and the node has a minimum size that keeps the editor usable
+    default = result["defaultLayout"]
+    assert default["drawing"][0] >= 400 and default["stage"][1] >= 300, default
+    assert default["jsonBox"] <= (0 if vue else 70), default
+    minimum = result["minimum"]
+    assert minimum["shrunk"][0] >= 400 and minimum["shrunk"][1] >= 400, minimum
+    assert minimum["layout"]["stage"][1] >= 100 and (minimum["promptWidth"] or 0) >= 120, minimum
+
+    # the last run's warnings appear on the node in amber, and the next run without warnings clears them
+    warned, clean = result["warnedRun"], result["cleanRun"]
+    assert warned["shown"] and "reaches outside the 384x256 canvas" in warned["warnings"], warned
+    assert warned["colour"] == "rgb(240, 180, 76)", warned
+    assert "1 warning in the last run" in warned["status"], warned
+    assert not clean["shown"] and clean["warnings"] == "" and "warning" not in clean["status"], clean
+    if vue:   # a value typed into the Vue renderer's own width field reaches the editor (no drawing hook involved)
+        edit = result["vueWidthEdit"]
+        assert edit["width"] == 768 and edit["doc"] == 768 and edit["layout"]["width"] == 768, edit
+        assert edit["layout"]["annos"][0]["bbox"] == [400, 100, 240, 80], edit
 
     # what the editor wrote into layout_json while drawing
     drawn = json.loads(result["afterDrawing"]["text"])
@@ -103,6 +135,7 @@ def test_draw_in_the_browser_and_run(server):
     # pasted JSON of another size sets the canvas widgets; a canvas change scales the instances along
     assert result["resize"]["afterPaste"] == [768, 512]
     scaled = result["resize"]["scaled"]
+    assert result["resize"]["scaledAtOnce"] == scaled            # no drawing hook needed to follow widget values
     assert (scaled["width"], scaled["height"]) == (384, 256) and scaled["annos"][0]["bbox"] == [50, 50, 100, 150]
 
     # resize handle, polygon mask, Shift = location for the selected instance, brush eraser
@@ -118,12 +151,13 @@ def test_draw_in_the_browser_and_run(server):
 
     # broken JSON in the text box: shown as an error, no drawing on top of it, Ctrl+Z returns the last good layout
     broken = result["brokenState"]
+    assert json.loads(result["jsonPanel"]) == json.loads(result["goodBeforeBroken"])   # the JSON panel shows the text
     assert "not valid JSON at line 1" in broken["status"] and broken["text"] == '{"caption": "oops", '
     assert result["afterBrokenUndo"]["text"] == result["goodBeforeBroken"]
 
     # the executed prompt: the node validated the same JSON and returned the drawn geometry in canvas pixels
-    history = server.wait_for_history()
-    (entry,) = history.values()
+    history = server.wait_for_history(count=3)                     # the drawing, then the two warning runs
+    entry = min(history.values(), key=lambda h: h["prompt"][0])
     assert entry["status"]["status_str"] == "success", entry["status"]
     outputs = entry["outputs"]
     ui = outputs[result["nodeIds"]["editor"]]

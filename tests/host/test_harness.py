@@ -377,3 +377,60 @@ def test_our_pack_is_loaded_through_custom_nodes(pack, pack_core, comfy_nodes):
     assert os.path.dirname(os.path.realpath(pack_core.__file__)) == os.path.join(comfy_harness.REPO_ROOT,
                                                                                  "instancediffusion_core")
     assert pack_core is not sys.modules.get("instancediffusion_core")
+
+
+# ----------------------------------------------------------------------------------------------- CI host setup
+
+def _host_deps():
+    import importlib.util
+
+    path = os.path.join(comfy_harness.REPO_ROOT, "scripts", "host_deps.py")
+    spec = importlib.util.spec_from_file_location("instdiff_host_deps", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ci_splits_this_hosts_requirements(comfy_host):
+    """scripts/host_deps.py (used by .ci/run): never torch/torchvision/torchaudio; the frontend pins apart (one
+    folder per host); packages that need torchvision without their dependencies."""
+    deps = _host_deps()
+    parts = deps.split_requirements(comfy_host["root"])
+    names = {k: {deps.normalize(deps._NAME.match(line).group(1)) for line in v} for k, v in parts.items()}
+    assert not (set().union(*names.values()) & deps.TORCH)
+    assert "comfyui-frontend-package" in names["frontend"] and not (names["venv"] & set(deps.FRONTEND))
+    assert any(line.startswith("comfyui-frontend-package==") for line in parts["frontend"])   # pinned per host
+    assert names["no_deps"] <= deps.NEEDS_TORCHVISION and {"numpy", "safetensors", "einops"} <= names["venv"]
+    assert deps.host_version(comfy_host["root"]) == comfy_host["version"]
+    assert deps.frontend_dir("/f", comfy_host["root"]) == f"/f/comfyui-{comfy_host['version']}"
+
+
+def test_broken_optional_packages_are_stubbed_like_missing_ones(monkeypatch):
+    """A torchvision wheel built for another torch raises at import: the harness stubs it as if it were missing."""
+    import importlib
+    import importlib.machinery
+
+    class BrokenFinder:
+        def find_spec(self, name, path=None, target=None):
+            if name == "instdiff_broken_pkg":
+                return importlib.machinery.ModuleSpec(name, self)
+
+        def create_module(self, spec):
+            return None
+
+        def exec_module(self, module):
+            raise RuntimeError("operator instdiff_broken_pkg::nms does not exist")
+
+    monkeypatch.setattr(sys, "meta_path", sys.meta_path + [BrokenFinder()])
+    with pytest.raises(RuntimeError, match="does not exist"):
+        importlib.import_module("instdiff_broken_pkg")
+    assert comfy_harness.install_missing_module_stubs(("instdiff_broken_pkg",)) == ["instdiff_broken_pkg"]
+    import instdiff_broken_pkg.ops as ops          # noqa: E402  (the stub, found before the broken package)
+    assert sys.modules["instdiff_broken_pkg"].__stub__
+    with pytest.raises(ImportError, match="instdiff_broken_pkg.ops.nms is unavailable"):
+        ops.nms()
+    monkeypatch.delitem(sys.modules, "instdiff_broken_pkg")
+    monkeypatch.delitem(sys.modules, "instdiff_broken_pkg.ops")
+    for finder in sys.meta_path:
+        if isinstance(finder, comfy_harness._StubFinder):
+            finder.roots.discard("instdiff_broken_pkg")
