@@ -78,6 +78,7 @@ def _unet(meta: dict, sdir) -> object:
         raise AssertionError(f"recipe UNet does not fit ComfyUI's SD1.5 UNet: missing {missing_keys[:5]}, "
                              f"unexpected {unexpected[:5]}")
     model.eval()
+    model.requires_grad_(False)
     cpu = torch.device("cpu")
     return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
 

@@ -68,6 +68,7 @@ def is_full_run(sigma_first: float, sigma_of_t: Callable[[int], float], steps: i
     return float(sigma_first) >= float(sigma_of_t(train_steps - stride)) * (1 - 1e-6)
 
 
+@torch.no_grad()        # as every k-diffusion sampler: a caller outside inference mode must not build a graph
 def sample_plms(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict | None = None, callback=None,
                 disable=None, history: list | None = None, eval_args: Callable[[float], dict] | None = None,
                 ends_schedule: bool = True):

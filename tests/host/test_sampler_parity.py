@@ -41,8 +41,9 @@ def _sample(pack, run, case: dict):
         seen.append((x.detach().clone(), denoised.detach().clone()))
 
     x_t = run.inputs["x_T"]
-    out = guider.sample(x_t, torch.zeros_like(x_t), pack.nodes.plms.OfficialPLMS(), sigmas, callback=callback,
-                        disable_pbar=True, seed=0)
+    with torch.inference_mode():            # as ComfyUI's executor runs every node
+        out = guider.sample(x_t, torch.zeros_like(x_t), pack.nodes.plms.OfficialPLMS(), sigmas,
+                            callback=callback, disable_pbar=True, seed=0)
     # the guider returns ComfyUI's LATENT scaling (what VAEDecode takes); the set stores the model's own latents
     out = model.model.latent_format.process_in(out)
     return out, seen, sigmas, guider.last_plan
