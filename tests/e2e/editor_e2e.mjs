@@ -1,7 +1,10 @@
 // Browser end-to-end run of the Instance Layout Editor against a running ComfyUI (started by test_editor_e2e.py).
 // Drives Chromium with real mouse and keyboard input: adds the node (+ a background and a consumer), draws a box, a
 // point, a scribble and a brushed mask, types prompts and the caption, checks Delete / Ctrl+Z / Ctrl+Y, queues the
-// prompt, waits for the run and takes a screenshot. Prints one JSON object with what it saw on stdout.
+// prompt, waits for the run and takes a screenshot; then the node's default and minimum size, and the last run's
+// warnings on the node. Prints one JSON object with what it saw on stdout.
+// INSTDIFF_E2E_VUE=1 runs it with the Vue node renderer ("Nodes 2.0", setting Comfy.VueNodes.Enabled, frontends
+// that have it); the screenshots then end in -vue.png.
 //
 // usage: node editor_e2e.mjs <comfyui url> <screenshot.png> [chromium executable]
 
@@ -26,6 +29,9 @@ const BRUSH = [[420, 200], [470, 230]];
 const PROMPTS = { box: "a red fox", point: "a yellow bird", scribble: "a winding path", brush: "a small pond" };
 const CAPTION = "a fox and a bird in a meadow";
 
+const VUE = process.env.INSTDIFF_E2E_VUE === "1";
+const shotPath = (suffix) => screenshotPath.replace(/\.png$/, "") + suffix + ".png";
+
 const log = [];
 const step = (msg) => log.push(`${new Date().toISOString().slice(11, 19)} ${msg}`);
 const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "instdiff-e2e-chromium-"));
@@ -44,16 +50,19 @@ page.on("console", (m) => {
   if (m.type() === "error" && m.text().includes("instdiff")) pageErrors.push(m.text());
 });
 
-const result = { ok: false, log, pageErrors, otherErrors };
+const result = { ok: false, log, pageErrors, otherErrors, vue: VUE, screenshots: [screenshotPath] };
 try {
   // a fresh user: skip the first-run template browser
   await page.request.post(new URL("api/settings/Comfy.TutorialCompleted", url).href, { data: true });
+  await page.request.post(new URL("api/settings/Comfy.VueNodes.Enabled", url).href, { data: VUE });
   await page.goto(url, { waitUntil: "domcontentloaded" });
   await page.waitForFunction(() => {
     const app = window.comfyAPI?.app?.app;
     return app?.graph && app.extensions?.some((e) => e.name === "comfyui-instdiff.InstanceLayoutEditor");
   }, null, { timeout: 120000 });
-  step("frontend loaded, extension registered");
+  result.frontendVersion = await page.evaluate(() => window.__COMFYUI_FRONTEND_VERSION__ ?? null);
+  result.vueNodesMode = await page.evaluate(() => !!window.LiteGraph?.vueNodesMode);
+  step(`frontend ${result.frontendVersion} loaded, extension registered, Vue nodes ${result.vueNodesMode}`);
   // let the start-up workflow finish loading before replacing the graph (clearing it midway races the canvas)
   await page.waitForFunction(() => window.comfyAPI.app.app.canvas && window.comfyAPI.app.app.graph._nodes.length > 0,
     null, { timeout: 30000 }).catch(() => {});
@@ -78,7 +87,7 @@ try {
     const editor = add("InstanceLayoutEditor", [300, 20]);
     setWidget(editor, "width", W);
     setWidget(editor, "height", H);
-    editor.setSize([620, 760]);
+    // the node keeps its default size (the point of this check: a comfortable drawing area without resizing)
     const preview = add("InstanceLayoutPreview", [960, 20]);
     const out = add("PreviewImage", [960, 200]);
     out.setSize([400, 400]);
@@ -98,6 +107,22 @@ try {
   await page.waitForTimeout(800);
   step("graph built, editor visible");
 
+  /** The node's size, its minimum, the drawing area (the canvas picture, node units) and the JSON box's height. */
+  const measure = () => page.evaluate((id) => {
+    const node = window.comfyAPI.app.app.graph.getNodeById(Number(id));
+    const view = node.instdiffEditor.view;
+    view.renderNow();
+    const json = node.widgets.find((w) => w.name === "layout_json");
+    const box = json.element ?? json.inputEl;
+    const jsonBox = box && box.isConnected && box.offsetParent !== null ? box.getBoundingClientRect().height : 0;
+    return { size: [...node.size].map(Math.round), min: [...node.computeSize()].map(Math.round),
+      stage: [view.stage.clientWidth, view.stage.clientHeight],
+      drawing: [Math.round(view.doc.width * view.view.scale), Math.round(view.doc.height * view.view.scale)],
+      jsonBox: Math.round(jsonBox), zoom: window.comfyAPI.app.app.canvas.ds.scale };
+  }, result.nodeIds.editor);
+  result.defaultLayout = await measure();
+  step(`default size ${result.defaultLayout.size}: drawing area ${result.defaultLayout.drawing}, JSON box ${result.defaultLayout.jsonBox} px`);
+
   const editorState = () => page.evaluate((id) => {
     const node = window.comfyAPI.app.app.graph.getNodeById(Number(id));
     const view = node.instdiffEditor.view;
@@ -108,6 +133,7 @@ try {
   /** Screen position of a layout pixel, from the canvas element's on-screen rectangle and the editor's view. */
   const toScreen = async ([x, y]) => page.evaluate(({ id, x, y }) => {
     const view = window.comfyAPI.app.app.graph.getNodeById(Number(id)).instdiffEditor.view;
+    view.renderNow(); // the view of the current stage size (a pending frame may not have run yet on a busy machine)
     const c = view.canvas;
     const r = c.getBoundingClientRect();
     const k = r.width / c.clientWidth;
@@ -164,6 +190,7 @@ try {
   step("mask painted");
   await page.locator(".instdiff-le-caption input").click();
   await page.keyboard.type(CAPTION);
+  await page.waitForTimeout(400); // the debounced change notice to ComfyUI
   result.afterDrawing = await editorState();
 
   // keyboard: Delete removes the selected instance (not the graph node), Ctrl+Z / Ctrl+Y undo and redo it
@@ -211,6 +238,7 @@ try {
   step("executed: the background came back to the editor");
   await page.waitForTimeout(1500);
   await page.screenshot({ path: screenshotPath });
+  result.afterRunLayout = await measure();
   result.status = (await editorState()).status;
 
   // pasting JSON of another canvas size sets the width/height widgets; changing a widget rescales the drawing
@@ -220,11 +248,12 @@ try {
     const pasted = { caption: "pasted", width: 768, height: 512, annos: [{ caption: "a tree", bbox: [100, 100, 200, 300] }] };
     w("layout_json").value = JSON.stringify(pasted);
     const afterPaste = [w("width").value, w("height").value];
-    w("width").value = 384; // a plain value change (no callback): the editor notices it on the next draw
+    w("width").value = 384; // plain value changes (no callback, no drawing): the editor follows them at once
     w("height").value = 256;
+    const scaledAtOnce = JSON.parse(w("layout_json").value);
     node.setDirtyCanvas(true, true);
     await new Promise((r) => setTimeout(r, 500));
-    return { afterPaste, scaled: JSON.parse(w("layout_json").value) };
+    return { afterPaste, scaledAtOnce, scaled: JSON.parse(w("layout_json").value) };
   }, result.nodeIds.editor);
   step("paste and canvas resize checked");
 
@@ -252,16 +281,92 @@ try {
   result.afterErase = await stateDoc();
   step("resize handle, polygon, shift-point and erase checked");
 
-  // broken JSON typed into layout_json: the editor shows the error, refuses to draw, and Undo restores the layout
+  // broken JSON typed into the editor's JSON panel (the same text as layout_json, whose own box the Vue renderer
+  // does not show): the editor shows the error, refuses to draw, and Undo restores the layout
   const good = (await editorState()).text;
-  await page.locator("textarea.comfy-multiline-input").first().fill('{"caption": "oops", ');
+  await tool("JSON");
+  result.jsonPanel = await page.locator(".instdiff-le-json").inputValue();
+  await page.locator(".instdiff-le-json").fill('{"caption": "oops", ');
   await tool("Box");
   await drag([[20, 20], [80, 80]], 4);
   result.brokenState = await editorState();
   await page.keyboard.press("Control+z");
   result.afterBrokenUndo = await editorState();
   result.goodBeforeBroken = good;
+  await tool("JSON");
   step("broken JSON checked");
+
+  // the last run's warnings are shown on the node (amber), and a run without warnings clears them
+  const runAndWait = async () => {
+    const before = await page.evaluate((id) => window.instdiffE2E.executed.filter((d) => String(d.node) === id).length,
+      result.nodeIds.editor);
+    await page.evaluate(() => window.comfyAPI.app.app.queuePrompt(0));
+    await page.waitForFunction(({ id, before }) => window.instdiffE2E.errors.length
+      || window.instdiffE2E.executed.filter((d) => String(d.node) === id).length > before,
+    { id: result.nodeIds.editor, before }, { timeout: 60000 });
+    await page.waitForTimeout(300);
+    const errors = await page.evaluate(() => window.instdiffE2E.errors);
+    if (errors.length) throw new Error(`execution failed: ${JSON.stringify(errors)}`);
+    return page.evaluate((id) => {
+      const view = window.comfyAPI.app.app.graph.getNodeById(Number(id)).instdiffEditor.view;
+      return { warnings: view.warnings.textContent, shown: view.warnings.offsetHeight > 0,
+        colour: getComputedStyle(view.warnings).color, status: view.status.textContent };
+    }, result.nodeIds.editor);
+  };
+  await page.evaluate((id) => {
+    const node = window.comfyAPI.app.app.graph.getNodeById(Number(id));
+    // a box reaching over the right edge (the node warns: clipped) and a point at the right edge (label flipped)
+    node.widgets.find((w) => w.name === "layout_json").value = JSON.stringify({ caption: "edge", width: 384, height: 256,
+      annos: [{ caption: "a long boat on the right edge of the picture", bbox: [300, 200, 120, 80] },
+        { caption: "a gull at the edge", point: [380, 40] }, { caption: "a buoy at the bottom", scribble: [[10, 250], [60, 255]] }] });
+  }, result.nodeIds.editor);
+  result.warnedRun = await runAndWait();
+  await page.screenshot({ path: shotPath("-warnings") });
+  result.screenshots.push(shotPath("-warnings"));
+  await page.evaluate((id) => {
+    const node = window.comfyAPI.app.app.graph.getNodeById(Number(id));
+    node.widgets.find((w) => w.name === "layout_json").value = JSON.stringify({ caption: "fine", width: 384, height: 256,
+      annos: [{ caption: "a boat", bbox: [200, 100, 120, 80] }] });
+  }, result.nodeIds.editor);
+  result.cleanRun = await runAndWait();
+  step(`run warnings shown (${result.warnedRun.warnings.slice(0, 60)}...) and cleared`);
+
+  // the Vue renderer's own width field (no canvas widget, no drawing hook): the editor follows it at once
+  if (result.vueNodesMode) {
+    const nodeSel = `[data-node-id="${result.nodeIds.editor}"]`;
+    const field = page.locator(`${nodeSel} [aria-label="width"] input, ${nodeSel} input[aria-label="width"]`).first();
+    await field.focus();
+    await field.press("Control+a");
+    await field.pressSequentially("768"); // typed, as a user does (PrimeVue's number field ignores a plain fill)
+    await field.press("Enter");
+    await field.evaluate((el) => el.blur()); // PrimeVue's number field (older frontends) commits on blur
+    await page.waitForTimeout(300);
+    result.vueWidthField = await field.evaluate((el) => [el.value, el.getAttribute("aria-valuenow")]);
+    result.vueWidthEdit = await page.evaluate((id) => {
+      const node = window.comfyAPI.app.app.graph.getNodeById(Number(id));
+      return { width: node.widgets.find((w) => w.name === "width").value, doc: node.instdiffEditor.view.doc.width,
+        layout: JSON.parse(node.widgets.find((w) => w.name === "layout_json").value) };
+    }, result.nodeIds.editor);
+    step(`Vue width field set to 768: editor canvas ${result.vueWidthEdit.doc}`);
+  }
+
+  // the node cannot shrink below its minimum (a prompt field keeps a few words)
+  result.minimum = await page.evaluate((id) => {
+    const node = window.comfyAPI.app.app.graph.getNodeById(Number(id));
+    const before = [...node.size];
+    node.setSize([120, 120]);
+    node.setDirtyCanvas(true, true);
+    return { shrunk: [...node.size].map(Math.round), before };
+  }, result.nodeIds.editor);
+  await page.waitForTimeout(600);
+  result.minimum.layout = await measure();
+  result.minimum.promptWidth = await page.evaluate((id) => {
+    const view = window.comfyAPI.app.app.graph.getNodeById(Number(id)).instdiffEditor.view;
+    return view.list.querySelector("input")?.clientWidth ?? null;
+  }, result.nodeIds.editor);
+  await page.screenshot({ path: shotPath("-minimum") });
+  result.screenshots.push(shotPath("-minimum"));
+  step(`minimum size ${result.minimum.shrunk}: drawing area ${result.minimum.layout.drawing}, prompt field ${result.minimum.promptWidth} px`);
   result.ok = true;
 } catch (e) {
   result.error = String(e?.stack || e);

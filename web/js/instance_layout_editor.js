@@ -9,9 +9,13 @@
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 import { LayoutEditorView } from "./layout_editor/view.js";
+import {
+  EDITOR_MIN_HEIGHT, JSON_MAX_HEIGHT, JSON_MIN_HEIGHT, NODE_MIN_WIDTH, clampNodeSize, defaultNodeSize, minNodeSize,
+} from "./layout_editor/node_size.js";
+import { watchWidgetValue } from "./layout_editor/widget_sync.js";
 
 const NODE_TYPE = "InstanceLayoutEditor";
-const EDITOR_MIN_HEIGHT = 380;
+const VUE_NODE_CHROME = 220; // Vue renderer: title, slots, the width/height rows and padding (an upper bound)
 const BACKGROUND_PROPERTY = "instdiff_background"; // last run's background image (a /view reference)
 
 const findWidget = (node, name) => node.widgets?.find((w) => w.name === name);
@@ -56,15 +60,27 @@ function attachEditor(node) {
     console.warn(`[comfyui-instdiff] ${NODE_TYPE}: widgets layout_json/width/height not found; editor not attached`);
     return;
   }
+  // the editor's own writes into the widgets must not come back to it as outside changes
+  let writing = 0;
+  const write = (fn) => {
+    writing++;
+    try {
+      fn();
+    } finally {
+      writing--;
+    }
+  };
   const host = {
     getText: () => String(jsonWidget.value ?? ""),
-    setText: (text) => {
+    setText: (text) => write(() => {
       if (jsonWidget.value !== text) jsonWidget.value = text;
-    },
+    }),
     getCanvasSize: () => [Number(widthWidget.value), Number(heightWidget.value)],
     setCanvasSize: (w, h) => {
-      widthWidget.value = w;
-      heightWidget.value = h;
+      write(() => {
+        widthWidget.value = w;
+        heightWidget.value = h;
+      });
       node.setDirtyCanvas?.(true, true);
     },
     // let ComfyUI notice the edit (unsaved-changes marker, graph undo) without serialising the graph per keystroke
@@ -81,23 +97,40 @@ function attachEditor(node) {
     serialize: false, // not part of the API prompt
   });
   editorWidget.serialize = false; // not part of widgets_values either (it must stay the last widget)
-  editorWidget.onRemove = ((original) => function () {
-    view.destroy();
-    return original?.apply(this, arguments);
-  })(editorWidget.onRemove);
+  // the Vue node renderer sizes the node to its content: the editor's own minimum keeps it usable there too. Some
+  // versions of it (1.35) give a DOM widget only its content's height, however tall the node: there the editor
+  // asks for the node's height (the renderer's --node-height) less the rows above it; elsewhere that variable is
+  // not set and the plain minimum applies
+  view.root.style.minWidth = `${NODE_MIN_WIDTH - 20}px`;
+  view.root.style.minHeight = `max(${EDITOR_MIN_HEIGHT}px, calc(var(--node-height, 0px) - ${VUE_NODE_CHROME}px))`;
 
-  // the JSON text box is for pasting and reading; the drawing area gets the node's spare height
+  // layout_json is the storage (saved in the workflow, sent in the prompt); users draw. Its text box stays small
+  // on the classic canvas; the Vue renderer (Nodes 2.0) would let it grow and squeeze the drawing area, so it is
+  // hidden there (options.hidden only affects the Vue renderer and the side panel; the value is still saved) and
+  // the editor's own JSON panel (the JSON button) shows and edits the same text.
   if (jsonWidget.options) {
-    jsonWidget.options.getMinHeight = () => 56;
-    jsonWidget.options.getMaxHeight = () => 120;
+    jsonWidget.options.getMinHeight = () => JSON_MIN_HEIGHT;
+    jsonWidget.options.getMaxHeight = () => JSON_MAX_HEIGHT;
+    jsonWidget.options.hidden = true;
   }
-  const sync = () => view.sync();
+
+  // every change of the three widgets reaches the editor at once, whatever makes it (its text box, the Vue
+  // renderer, a loaded workflow, other extensions): a hook on their values, their callbacks and onWidgetChanged.
+  // Nothing depends on drawing hooks (the Vue renderer does not call onDrawForeground).
+  const sync = () => {
+    if (!writing) view.sync();
+  };
+  const unwatch = [jsonWidget, widthWidget, heightWidget].map((w) => watchWidgetValue(w, sync));
   chainCallback(jsonWidget, sync);
   chainCallback(widthWidget, sync);
   chainCallback(heightWidget, sync);
-  node.instdiffEditor = { view, widget: editorWidget };
-  const [w, h] = node.size;
-  node.setSize?.([Math.max(w, 460), Math.max(h, 700)]);
+  editorWidget.onRemove = ((original) => function () {
+    for (const u of unwatch) u?.();
+    view.destroy();
+    return original?.apply(this, arguments);
+  })(editorWidget.onRemove);
+  node.instdiffEditor = { view, widget: editorWidget, sync };
+  node.setSize?.(defaultNodeSize(node.size, minNodeSize(node.computeSize?.())));
 }
 
 app.registerExtension({
@@ -110,9 +143,18 @@ app.registerExtension({
       attachEditor(this);
     });
 
-    // values set without a widget callback (workflow load, other extensions) are picked up on the next draw
-    chainMethod(nodeType.prototype, "onDrawForeground", function () {
-      if (!this.flags?.collapsed) this.instdiffEditor?.view.sync();
+    chainMethod(nodeType.prototype, "onWidgetChanged", function () {
+      this.instdiffEditor?.sync();
+    });
+
+    // a sensible minimum size: LiteGraph asks computeSize() for the smallest size (it already counts the editor's
+    // minimum height); onResize also clamps sizes set directly
+    const computeSize = nodeType.prototype.computeSize;
+    nodeType.prototype.computeSize = function (...args) {
+      return minNodeSize(computeSize.apply(this, args));
+    };
+    chainMethod(nodeType.prototype, "onResize", function (size) {
+      if (this.instdiffEditor && size?.length >= 2) clampNodeSize(size, this.computeSize());
     });
 
     chainMethod(nodeType.prototype, "onConfigure", function () {

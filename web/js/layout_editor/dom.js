@@ -13,7 +13,10 @@ const STYLE = `
   border: 1px solid var(--border-color, #555); border-radius: 4px; padding: 2px 5px; font-size: 12px; min-width: 0; }
 .instdiff-le-caption { display: flex; gap: 4px; align-items: center; }
 .instdiff-le-caption input { flex: 1; }
-.instdiff-le-stage { flex: 1 1 auto; min-height: 120px; position: relative; }
+.instdiff-le-stage { flex: 1 1 auto; min-height: 160px; position: relative; }
+.instdiff-le-json { flex: 0 0 auto; height: 120px; resize: vertical; box-sizing: border-box; width: 100%;
+  font: 11px monospace; background: var(--comfy-input-bg, #222); color: var(--input-text, #ddd);
+  border: 1px solid var(--border-color, #555); border-radius: 4px; padding: 3px 5px; }
 .instdiff-le-stage canvas { position: absolute; inset: 0; width: 100%; height: 100%; outline: none; touch-action: none; }
 .instdiff-le-stage.focused canvas { box-shadow: 0 0 0 1px #5a9be0; }
 .instdiff-le-keys { position: absolute; left: 0; top: 0; width: 1px; height: 1px; opacity: 0; resize: none;
@@ -29,6 +32,9 @@ const STYLE = `
 .instdiff-le-status { min-height: 15px; font-size: 11px; opacity: 0.85; white-space: nowrap; overflow: hidden;
   text-overflow: ellipsis; }
 .instdiff-le-status.error { color: #ff7b7b; opacity: 1; }
+.instdiff-le-status.warn { color: #f0b44c; opacity: 1; }
+.instdiff-le-warnings { flex: 0 0 auto; font-size: 11px; color: #f0b44c; max-height: 44px; overflow-y: auto;
+  white-space: normal; overflow-wrap: anywhere; }
 `;
 
 export function ensureStyle() {

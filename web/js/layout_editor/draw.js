@@ -1,6 +1,7 @@
-// Rendering of the layout editor canvas: background, each instance in its colour (mask fill, box, scribble,
-// point, label), the selection with its box handles, and the shape being drawn. Only reads state; all
-// coordinates in the document are layout pixels and are mapped through the view (geometry.fitView).
+// Rendering of the layout editor canvas: background, each instance in its colour (mask fill, box, scribble), then
+// the labels (kept inside the picture, placed like the Python preview's), the point markers, the selection with its
+// box handles, and the shape being drawn. Only reads state; all coordinates in the document are layout pixels and
+// are mapped through the view (geometry.fitView).
 
 import { handlePositions, layoutToView, pointsBounds } from "./geometry.js";
 import { annoBox, annoPoint, annoScribble, instanceColour } from "./layout_doc.js";
@@ -42,31 +43,86 @@ export function updateMaskLayer(layer, bits, width, colour, [x0, y0, x1, y1]) {
   return layer;
 }
 
+const LABEL_HEIGHT = 15;
+const LABEL_MAX_WIDTH = 220;
+const POINT_LABEL_GAP = 9; // screen pixels between a point marker's centre and its label
+
+/** Where an instance's label hangs, in layout pixels, and how: {at: [x, y], kind}. A box or mask: its top-left
+ *  corner; a scribble: its bounding box's top-left; a point: beside the marker. */
 function labelAnchor(anno, bits, width, height) {
   const box = annoBox(anno);
-  if (box) return [box[0], box[1]];
+  if (box) return { at: [box[0], box[1]], kind: "box" };
   const pt = annoPoint(anno);
-  if (pt) return [pt[0] + 6, pt[1] - 18];
+  if (pt) return { at: pt, kind: "point" };
   const sc = pointsBounds(annoScribble(anno));
-  if (sc) return [sc[0], sc[1]];
+  if (sc) return { at: [sc[0], sc[1]], kind: "scribble" };
   const mb = bits ? maskBounds(bits, width, height) : null;
-  return mb ? [mb[0], mb[1]] : null;
+  return mb ? { at: [mb[0], mb[1]], kind: "mask" } : null;
 }
 
-function drawLabel(ctx, view, text, anchor, colour) {
-  const [x, y] = layoutToView(view, anchor[0], anchor[1]);
-  ctx.font = "11px sans-serif";
-  const w = Math.min(ctx.measureText(text).width + 6, 220);
+/** Top-left (screen pixels) of a label of size tw x th whose anchor is (ax, ay) on screen, inside `area`
+ *  ({x0, y0, x1, y1}: the drawn picture), as the Python preview places them (layout/preview.py): at the anchor if
+ *  it fits, else clamped into the picture; a point's label goes right of the marker, or left of it (flipped) where
+ *  the right side has no room. A label covering an earlier one (`placed`: [x0, y0, x1, y1] rectangles) moves down
+ *  (then up) by whole label heights while that keeps it inside. Pure; exported for the tests. */
+export function placeLabel(ax, ay, tw, th, area, placed = [], kind = "box") {
+  let x = ax;
+  let y = ay;
+  if (kind === "point") {
+    x = ax + POINT_LABEL_GAP;
+    y = ay - th / 2;
+    if (x + tw > area.x1 && ax - POINT_LABEL_GAP - tw >= area.x0) x = ax - POINT_LABEL_GAP - tw;
+  }
+  const clamp = (px, py) => [
+    Math.min(Math.max(px, area.x0), Math.max(area.x1 - tw, area.x0)),
+    Math.min(Math.max(py, area.y0), Math.max(area.y1 - th, area.y0)),
+  ];
+  const free = (px, py) => placed.every(([a, b, c, d]) => px + tw <= a || c <= px || py + th <= b || d <= py);
+  const [x0, y0] = clamp(x, y);
+  for (const k of [0, 1, 2, 3, 4, 5, 6, -1, -2, -3]) {
+    const [px, py] = clamp(x0, y0 + k * th);
+    if (free(px, py)) return [px, py];
+  }
+  return [x0, y0];
+}
+
+/** Label text width on screen: the text plus padding, at most LABEL_MAX_WIDTH and never wider than the picture. */
+export function labelWidth(textWidth, areaWidth) {
+  return Math.max(1, Math.min(textWidth + 6, LABEL_MAX_WIDTH, areaWidth));
+}
+
+function drawLabel(ctx, text, [x, y], w, colour) {
   ctx.fillStyle = rgb(colour, 0.9);
-  ctx.fillRect(x, y, w, 15);
+  ctx.fillRect(x, y, w, LABEL_HEIGHT);
   const luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2];
   ctx.fillStyle = luminance > 140 ? "#000" : "#fff";
   ctx.save();
   ctx.beginPath();
-  ctx.rect(x, y, w, 15);
+  ctx.rect(x, y, w, LABEL_HEIGHT);
   ctx.clip();
   ctx.fillText(text, x + 3, y + 11);
   ctx.restore();
+}
+
+/** Every instance's label, after all shapes (so no later shape hides a label), kept inside the drawn picture. */
+function drawLabels(ctx, view, state) {
+  const { doc } = state;
+  const area = { x0: view.ox, y0: view.oy, x1: view.ox + doc.width * view.scale, y1: view.oy + doc.height * view.scale };
+  ctx.font = "11px sans-serif";
+  const placed = [];
+  for (let i = 0; i < doc.annos.length; i++) {
+    const anno = doc.annos[i];
+    const anchor = labelAnchor(anno, state.maskOf(i), doc.width, doc.height);
+    if (!anchor) continue;
+    const offset = i === state.selected && state.moveOffset ? state.moveOffset : [0, 0];
+    const [ax, ay] = layoutToView(view, anchor.at[0] + offset[0], anchor.at[1] + offset[1]);
+    const caption = typeof anno.caption === "string" && anno.caption.trim() ? anno.caption : "(no prompt)";
+    const text = `${i}: ${caption}`;
+    const w = labelWidth(ctx.measureText(text).width, area.x1 - area.x0);
+    const at = placeLabel(ax, ay, w, LABEL_HEIGHT, area, placed, anchor.kind);
+    placed.push([at[0], at[1], at[0] + w, at[1] + LABEL_HEIGHT]);
+    drawLabel(ctx, text, at, w, instanceColour(i));
+  }
 }
 
 function drawPolyline(ctx, view, points, close = false) {
@@ -130,24 +186,23 @@ function drawInstance(ctx, view, state, i) {
       ctx.fill();
     }
   }
-  const pt = annoPoint(anno);
-  if (pt) {
-    const [vx, vy] = layoutToView(view, pt[0], pt[1]);
-    ctx.fillStyle = rgb(colour);
-    ctx.strokeStyle = "#fff";
-    ctx.lineWidth = 2;
-    ctx.beginPath();
-    ctx.arc(vx, vy, selected ? 7 : 6, 0, Math.PI * 2);
-    ctx.fill();
-    ctx.stroke();
-  }
-  const anchor = labelAnchor(anno, mask, doc.width, doc.height);
-  if (anchor) {
-    const caption = typeof anno.caption === "string" && anno.caption.trim() ? anno.caption : "(no prompt)";
-    drawLabel(ctx, view, `${i}: ${caption}`, anchor, colour);
-  }
-  if (selected && box && !state.moveOffset) drawHandles(ctx, view, box, colour);
   ctx.restore();
+}
+
+/** A point marker; drawn after every label (as in the Python preview), so a label never hides it. */
+function drawPointMarker(ctx, view, state, i) {
+  const pt = annoPoint(state.doc.annos[i]);
+  if (!pt) return;
+  const selected = i === state.selected;
+  const offset = selected && state.moveOffset ? state.moveOffset : [0, 0];
+  const [vx, vy] = layoutToView(view, pt[0] + offset[0], pt[1] + offset[1]);
+  ctx.fillStyle = rgb(instanceColour(i));
+  ctx.strokeStyle = "#fff";
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  ctx.arc(vx, vy, selected ? 7 : 6, 0, Math.PI * 2);
+  ctx.fill();
+  ctx.stroke();
 }
 
 function drawDraft(ctx, view, state) {
@@ -234,6 +289,11 @@ export function drawEditor(ctx, state) {
   ctx.rect(view.ox, view.oy, w, h);
   ctx.clip();
   for (let i = 0; i < doc.annos.length; i++) drawInstance(ctx, view, state, i);
+  drawLabels(ctx, view, state);
+  for (let i = 0; i < doc.annos.length; i++) drawPointMarker(ctx, view, state, i);
+  const sel = doc.annos[state.selected];
+  const selBox = sel && annoBox(sel);
+  if (selBox && !state.moveOffset) drawHandles(ctx, view, selBox, instanceColour(state.selected));
   if (state.pendingLayer) { // the mask being brushed for a new instance
     ctx.globalAlpha = 0.5;
     ctx.imageSmoothingEnabled = false;

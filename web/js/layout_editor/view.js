@@ -1,7 +1,8 @@
-// The instance layout editor as a DOM element: toolbar, global caption, drawing canvas, instance prompt list and a
-// status line. It knows nothing about ComfyUI: a small `host` object gives it the layout text and the canvas size
-// (the node's widgets) and takes the edited text back. The layout JSON text is the single source of truth; the
-// editor parses it, edits the parsed document and writes the whole text back after every change.
+// The instance layout editor as a DOM element: toolbar, global caption, an optional JSON panel (the layout text), drawing
+// canvas, instance prompt list, a status line and the last run's warnings (amber). It knows nothing about ComfyUI: a
+// small `host` object gives it the layout text and the canvas size (the node's widgets) and takes the edited text back.
+// The layout JSON text is the single source of truth; the editor parses it, edits the parsed document and writes the
+// whole text back after every change.
 // Pointer input goes to one object per tool (tools/); drawing is batched: render() asks for a frame and the canvas
 // is drawn at most once per animation frame (renderNow() draws at once).
 
@@ -63,7 +64,10 @@ export class LayoutEditorView {
     this.redoButton = el("button", { title: "Redo (Ctrl+Y or Ctrl+Shift+Z)", onclick: () => this.redo() }, ["Redo"]);
     this.deleteButton = el("button", { title: "Delete the selected instance (Delete)", onclick: () => this.deleteSelected() }, ["Delete"]);
     this.clearButton = el("button", { title: "Remove every instance", onclick: () => this.clearAll() }, ["Clear"]);
-    toolBar.append(this.sizeInput, this.eraseButton, this.undoButton, this.redoButton, this.deleteButton, this.clearButton);
+    this.jsonButton = el("button", { title: "Show the layout JSON (the node's layout_json) to read, paste or edit it",
+      onclick: () => this.toggleJson() }, ["JSON"]);
+    toolBar.append(this.sizeInput, this.eraseButton, this.undoButton, this.redoButton, this.deleteButton, this.clearButton,
+      this.jsonButton);
 
     this.captionInput = el("input", { type: "text", placeholder: "global caption: the whole picture, e.g. 'a cat and a dog in a park'",
       title: "The layout's global caption (the node's caption output)" });
@@ -75,18 +79,35 @@ export class LayoutEditorView {
     });
     const captionRow = el("div", { className: "instdiff-le-caption" }, [el("span", {}, ["Caption"]), this.captionInput]);
 
+    // the layout JSON itself (hidden until the JSON button): the same text as the node's layout_json widget, which
+    // the Vue node renderer does not show (it would squeeze the drawing area)
+    this.jsonArea = el("textarea", { className: "instdiff-le-json", spellcheck: "false", "data-capture-wheel": "true",
+      "aria-label": "layout JSON", placeholder: "paste a layout JSON (official InstanceDiffusion format) here" });
+    this.jsonArea.style.display = "none";
+    this.jsonArea.addEventListener("input", () => { // each change that parses is one undo step, as in the text box
+      this.host.setText(this.jsonArea.value);
+      this.sync();
+      this.host.changed?.();
+    });
+
     this.canvas = el("canvas", { "aria-label": "instance layout canvas" });
     // Keyboard focus goes to this invisible read-only textarea, not to the canvas: ComfyUI's change tracker
     // listens to every keydown on the window in the capture phase (before any element can stop it) and runs
     // the GRAPH undo on Ctrl+Z unless a text field has the focus, which would reload the node under the editor.
     this.keySink = el("textarea", { className: "instdiff-le-keys", readonly: "", tabindex: "-1",
       "aria-label": "layout editor keyboard (Delete, Ctrl+Z, Ctrl+Y, tool keys)" });
-    this.stage = el("div", { className: "instdiff-le-stage" }, [this.canvas, this.keySink]);
+    // data-capture-wheel: the frontend leaves wheel events over the drawing area to the editor while its keys have
+    // the focus (the attribute only counts on an element that holds the focused key sink, hence the stage)
+    this.stage = el("div", { className: "instdiff-le-stage", "data-capture-wheel": "true" }, [this.canvas, this.keySink]);
     this.keySink.addEventListener("focus", () => this.stage.classList.add("focused"));
     this.keySink.addEventListener("blur", () => this.stage.classList.remove("focused"));
-    this.list = el("div", { className: "instdiff-le-list" });
+    this.list = el("div", { className: "instdiff-le-list", "data-capture-wheel": "true" });
     this.status = el("div", { className: "instdiff-le-status" });
-    this.root = el("div", { className: "instdiff-le" }, [toolBar, captionRow, this.stage, this.list, this.status]);
+    // the last run's warnings (the node's UI output instdiff_warnings), in amber, until a run without any
+    this.warnings = el("div", { className: "instdiff-le-warnings", role: "status" });
+    this.warnings.style.display = "none";
+    this.root = el("div", { className: "instdiff-le" }, [toolBar, captionRow, this.jsonArea, this.stage, this.list, this.status,
+      this.warnings]);
 
     this.canvas.addEventListener("pointerdown", (e) => this.onPointerDown(e));
     this.canvas.addEventListener("pointermove", (e) => this.onPointerMove(e));
@@ -98,6 +119,7 @@ export class LayoutEditorView {
       if (tool.dblclick) { tool.dblclick(e); this.render(); }
     });
     this.canvas.addEventListener("contextmenu", (e) => e.preventDefault());
+    this.canvas.addEventListener("wheel", (e) => this.onWheel(e), { passive: false });
     this.canvas.addEventListener("mousedown", (e) => e.preventDefault()); // keep the focus on the key sink
     // after a button click the keys go back to the editor (a focused button would let Ctrl+Z reach the graph)
     this.root.addEventListener("click", (e) => { if (e.target.closest?.("button")) this.focusKeys(); });
@@ -148,6 +170,20 @@ export class LayoutEditorView {
     for (const input of this.list.querySelectorAll("input")) input.disabled = !!this.error;
   }
 
+  toggleJson(show = this.jsonArea.style.display === "none") {
+    this.jsonArea.style.display = show ? "" : "none";
+    this.jsonButton.classList.toggle("active", show);
+    if (show) this.jsonArea.value = this.text ?? "";
+    this.render();
+  }
+
+  /** The JSON panel follows the text unless the user is typing in it. */
+  updateJsonArea() {
+    if (this.jsonArea.style.display === "none" || document.activeElement === this.jsonArea) return;
+    const text = this.text ?? "";
+    if (this.jsonArea.value !== text) this.jsonArea.value = text;
+  }
+
   setNotice(text) {
     this.notice = text;
     this.updateStatus();
@@ -155,12 +191,21 @@ export class LayoutEditorView {
 
   updateStatus() {
     const issues = this.error ? [] : layoutIssues(this.doc);
-    const ran = (this.lastRunWarnings || []).map((w) => `last run: ${w}`);
+    const ran = this.lastRunWarnings || [];
     const head = `${this.doc.width}x${this.doc.height}, ${this.doc.annos.length} instance${this.doc.annos.length === 1 ? "" : "s"}`;
-    const text = this.error || [head, ...issues, ...ran, this.notice].filter(Boolean).join(" · ");
+    const warned = ran.length ? `${ran.length} warning${ran.length === 1 ? "" : "s"} in the last run` : "";
+    const text = this.error || [head, ...issues, warned, this.notice].filter(Boolean).join(" · ");
     this.status.textContent = text;
     this.status.title = text;
     this.status.classList.toggle("error", !!this.error || issues.length > 0);
+    this.status.classList.toggle("warn", !this.error && !issues.length && ran.length > 0);
+    const warnText = ran.length ? `⚠ last run: ${ran.join(" · ")}` : "";
+    if (this.warnings.textContent !== warnText) {
+      this.warnings.textContent = warnText;
+      this.warnings.title = ran.join("\n");
+      this.warnings.style.display = ran.length ? "" : "none";
+    }
+    this.updateJsonArea();
   }
 
   renderList() {
@@ -346,21 +391,38 @@ export class LayoutEditorView {
     this.setNotice("all instances removed (Undo brings them back)");
   }
 
+  /** Show the picture at `url` under the drawing (null: none). The previous picture stays until the new one has
+   *  loaded (no flash of the empty canvas after each run); a picture that fails to load leaves none. */
   setBackground(url) {
     if (!url) {
+      this.pendingBackground = null;
       this.background = null;
       this.render();
       return;
     }
     const img = new Image();
-    img.onload = () => this.render();
-    img.onerror = () => { if (this.background === img) this.background = null; this.render(); };
+    this.pendingBackground = img;
+    img.onload = () => {
+      if (this.pendingBackground === img) {
+        this.pendingBackground = null;
+        this.background = img;
+      }
+      this.render();
+    };
+    img.onerror = () => {
+      if (this.pendingBackground === img) {
+        this.pendingBackground = null;
+        this.background = null;
+      }
+      this.render();
+    };
     img.src = url;
-    this.background = img;
   }
 
+  /** The warnings of the last run (shown in amber under the status line); [] (a run without any) clears them. */
   setRunWarnings(warnings) {
-    this.lastRunWarnings = warnings || [];
+    this.lastRunWarnings = (Array.isArray(warnings) ? warnings : [warnings]).filter((w) => w !== null && w !== undefined && w !== "")
+      .map(String);
     this.updateStatus();
   }
 
@@ -489,6 +551,16 @@ export class LayoutEditorView {
       input.focus({ preventScroll: true });
       this.typingSnapshot = this.text;
     }
+  }
+
+  /** The wheel over the drawing area: with the brush it sets the brush radius; otherwise it is left to ComfyUI. */
+  onWheel(e) {
+    if (this.tool !== "brush" || e.ctrlKey || e.metaKey || !e.deltaY) return;
+    e.preventDefault();
+    e.stopPropagation();
+    this.brushRadius = Math.max(1, Math.min(80, this.brushRadius + (e.deltaY < 0 ? 2 : -2)));
+    this.sizeInput.value = String(this.brushRadius);
+    this.render();
   }
 
   // ------------------------------------------------------------------------------------------ keyboard
