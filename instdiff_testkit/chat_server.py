@@ -5,6 +5,12 @@ every request (path, headers, JSON body). Ephemeral port, serves from a daemon t
     with ChatServer([Reply.content('{"annos": []}'), Reply.error(500, "boom")]) as server:
         plan_layout(..., base_url=server.base_url)
         server.requests[0].body["model"]
+
+Hostile servers for the planner's limits: ``Reply.redirect`` (a 30x to another address; a second ``ChatServer`` is
+"another host": another port), ``Reply.trickle`` (a body sent a few bytes at a time), ``Reply.large`` (a body of
+``piece * repeat`` bytes written piece by piece, with or without Content-Length). Each ``Request`` records how
+many body bytes were sent before the client went away (``sent``). GET requests are recorded too (urllib turns a
+redirected POST into a GET).
 """
 from __future__ import annotations
 
@@ -18,11 +24,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 @dataclass
 class Reply:
-    """One scripted answer: HTTP ``status``, a raw ``body`` (bytes/str) sent as is, after ``delay`` seconds."""
+    """One scripted answer: HTTP ``status``, a raw ``body`` (bytes/str) sent as is, after ``delay`` seconds;
+    ``headers`` added; the body written in ``chunk``-byte pieces ``interval`` seconds apart (0: at once), sent
+    ``repeat`` times, with a Content-Length header unless ``send_length`` is False (then it ends at close)."""
     status: int = 200
     body: str = ""
     delay: float = 0.0
     content_type: str = "application/json"
+    headers: dict = field(default_factory=dict)
+    chunk: int = 0
+    interval: float = 0.0
+    repeat: int = 1
+    send_length: bool = True
 
     @classmethod
     def content(cls, text: str, delay: float = 0.0) -> "Reply":
@@ -42,12 +55,31 @@ class Reply:
         """A body that is not a chat completion at all."""
         return cls(status, body, 0.0, content_type)
 
+    @classmethod
+    def redirect(cls, location: str, status: int = 302) -> "Reply":
+        """An HTTP redirect to ``location``."""
+        return cls(status, "", 0.0, "text/plain", headers={"Location": location})
+
+    @classmethod
+    def trickle(cls, text: str, interval: float, chunk: int = 1) -> "Reply":
+        """A chat completion of ``text`` whose body arrives ``chunk`` bytes every ``interval`` seconds."""
+        reply = cls.content(text)
+        reply.chunk, reply.interval = chunk, interval
+        return reply
+
+    @classmethod
+    def large(cls, piece: str, repeat: int, send_length: bool = True) -> "Reply":
+        """A body of ``piece`` written ``repeat`` times (never held whole), e.g. 100 MB without allocating it."""
+        return cls(200, piece, 0.0, "application/json", repeat=repeat, send_length=send_length)
+
 
 @dataclass
 class Request:
     path: str
     headers: dict
     body: object
+    method: str = "POST"
+    sent: int = 0                 # body bytes written before the reply ended or the client went away
 
 
 @dataclass
@@ -74,9 +106,15 @@ class ChatServer:
                     body = json.loads(raw)
                 except ValueError:
                     body = raw
+                self._answer(body)
+
+            def do_GET(self):
+                self._answer(None)
+
+            def _answer(self, body):
+                record = Request(self.path, {k.lower(): v for k, v in self.headers.items()}, body, self.command)
                 with server._lock:
-                    server.requests.append(Request(self.path, {k.lower(): v for k, v in self.headers.items()},
-                                                   body))
+                    server.requests.append(record)
                     reply = server._queue.pop(0) if server._queue else Reply.error(
                         599, "chat_server: no scripted reply left")
                 if reply.delay:
@@ -85,11 +123,25 @@ class ChatServer:
                 try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", reply.content_type)
-                    self.send_header("Content-Length", str(len(data)))
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
+                    if reply.send_length:
+                        self.send_header("Content-Length", str(len(data) * reply.repeat))
+                    else:
+                        self.send_header("Connection", "close")
                     self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass                          # the client gave up (timeout test)
+                    step = reply.chunk or len(data) or 1
+                    for _ in range(reply.repeat):
+                        for i in range(0, len(data), step):
+                            if server._stopped:
+                                return
+                            self.wfile.write(data[i:i + step])
+                            self.wfile.flush()
+                            record.sent += len(data[i:i + step])
+                            if reply.interval:
+                                time.sleep(reply.interval)
+                except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+                    pass                          # the client gave up (timeout and size-limit tests)
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True

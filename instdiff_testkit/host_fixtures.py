@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 
 import torch
 
-import comfy.model_patcher
 from . import tiny_models
 
 
@@ -34,13 +34,21 @@ class StubClip:
         return [[self.encode_from_tokens(self.tokenize(text)), {}]]
 
 
-def instdiff_for(pack_core, patcher, seed: int = 0, dtype=torch.float32):
-    """An INSTANCEDIFFUSION value (ModelPatcher of InstanceDiffusionAddons) sized for `patcher`'s UNet."""
+def pack_host_ops(pack_core):
+    """The pack's `nodes.host_ops` (how the loader node builds its weights), from its `instancediffusion_core`."""
+    return importlib.import_module(pack_core.__name__.rsplit(".", 1)[0] + ".nodes.host_ops")
+
+
+def instdiff_for(pack_core, patcher, seed: int = 0, dtype=torch.float32, compute_dtype=None, load_device=None):
+    """An INSTANCEDIFFUSION value sized for `patcher`'s UNet, built the way the loader node builds it (ComfyUI's
+    cast-aware layers; stored in `dtype`, computing in `compute_dtype`, default ComfyUI's rule for the device),
+    loading on `load_device` (default: the UNet's), offloaded to the CPU."""
     fuser_widths, scaleu_widths, _ctx = tiny_models.unet_topology(patcher)
     sd = tiny_models.tiny_addon_state_dict(fuser_widths, scaleu_widths, seed=seed)
     addons = pack_core.InstanceDiffusionAddons.from_state_dict(sd).to(dtype).eval()
     addons.requires_grad_(False)
-    return comfy.model_patcher.ModelPatcher(addons, torch.device("cpu"), torch.device("cpu"))
+    return pack_host_ops(pack_core).weights_patcher(addons, compute_dtype, load_device=load_device or patcher.load_device,
+                                                    offload_device=torch.device("cpu"))
 
 
 def box_layout(pack_core, boxes, width=64, height=64, captions=None):

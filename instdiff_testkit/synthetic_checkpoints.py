@@ -15,13 +15,17 @@ from __future__ import annotations
 import builtins
 import collections
 import contextlib
+import io
 import json
+import math
 import os
 import pickle
 import shlex
+import struct
 import sys
 import types
 import typing
+import zipfile
 import zlib
 from pathlib import Path
 from unittest import mock
@@ -348,3 +352,135 @@ class CallPayload:
 
     def __reduce__(self):
         return self.func, ()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# hostile containers: pickles and zips written by hand, so every declared size can lie
+
+class TensorSpec:
+    """A tensor as the pickle declares it: storage ``key`` of ``numel`` elements (``storage_type`` e.g.
+    ``FloatStorage``) viewed with ``shape``/``stride`` from ``offset``. Nothing about it has to be true."""
+
+    def __init__(self, key: str, shape, stride=None, offset: int = 0, numel: int | None = None,
+                 storage_type: str = "FloatStorage"):
+        shape = tuple(int(s) for s in shape)
+        if stride is None:
+            stride, step = [], 1
+            for s in reversed(shape):
+                stride.insert(0, step)
+                step *= max(s, 1)
+        self.key, self.shape, self.stride, self.offset = str(key), shape, tuple(stride), int(offset)
+        self.numel = int(numel) if numel is not None else max(1, math.prod(shape))
+        self.storage_type = storage_type
+
+
+class _StorageRef:
+    def __init__(self, spec: TensorSpec):
+        self.spec = spec
+
+
+class _TorchLikePickler(pickle.Pickler):
+    """Pickles ``TensorSpec`` exactly as ``torch.save`` pickles a tensor (``_rebuild_tensor_v2`` + a persistent
+    storage id), whatever the spec claims."""
+
+    def persistent_id(self, obj):
+        if isinstance(obj, _StorageRef):
+            s = obj.spec
+            return ("storage", getattr(torch, s.storage_type), s.key, "cpu", s.numel)
+        return None
+
+    def reducer_override(self, obj):
+        if isinstance(obj, TensorSpec):
+            return (torch._utils._rebuild_tensor_v2,
+                    (_StorageRef(obj), obj.offset, obj.shape, obj.stride, False, collections.OrderedDict()))
+        return NotImplemented
+
+
+def torch_pickle(tree) -> bytes:
+    """``data.pkl`` bytes for ``tree`` (containers with ``TensorSpec`` values), protocol 2 as torch writes."""
+    buf = io.BytesIO()
+    _TorchLikePickler(buf, protocol=2).dump(tree)
+    return buf.getvalue()
+
+
+def pickle_ops(value, protocol: int = 2) -> bytes:
+    """The opcodes that push ``value`` (a pickle without its PROTO header and STOP), to splice into hand-made
+    pickles."""
+    data = pickle.dumps(value, protocol=protocol)
+    assert data[:2] == b"\x80" + bytes([protocol]) and data[-1:] == b"."
+    return data[2:-1]
+
+
+class ZipEntry:
+    """One record of a hand-written zip: ``data`` is written as given (already compressed for ``method`` 8);
+    ``file_size``, ``compress_size`` and ``crc`` default to the truth and may lie."""
+
+    def __init__(self, name: str, data: bytes, method: int = zipfile.ZIP_STORED, file_size: int | None = None,
+                 compress_size: int | None = None, crc: int | None = None):
+        self.name, self.data, self.method = name, bytes(data), method
+        self.file_size = len(self.data) if file_size is None else int(file_size)
+        self.compress_size = len(self.data) if compress_size is None else int(compress_size)
+        self.crc = zlib.crc32(self.data) if crc is None else int(crc)
+
+
+def write_raw_zip(path, entries) -> Path:
+    """A zip with exactly these records (local headers, central directory, end record), sizes as declared; more
+    than 4 GiB is written as a ZIP64 extra field."""
+    path = Path(path)
+    central = []
+    with open(path, "wb") as f:
+        for e in entries:
+            name = e.name.encode()
+            offset = f.tell()
+            big = e.file_size >= 0xFFFFFFFF or e.compress_size >= 0xFFFFFFFF
+            extra = struct.pack("<HHQQ", 1, 16, e.file_size, e.compress_size) if big else b""
+            sizes = (0xFFFFFFFF, 0xFFFFFFFF) if big else (e.compress_size, e.file_size)
+            f.write(struct.pack("<IHHHHHIIIHH", 0x04034B50, 45 if big else 20, 0, e.method, 0, 0x21, e.crc,
+                                *sizes, len(name), len(extra)))
+            f.write(name + extra + e.data)
+            central.append(struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 45 if big else 20, 45 if big else 20, 0,
+                                       e.method, 0, 0x21, e.crc, *sizes, len(name), len(extra), 0, 0, 0, 0, offset)
+                           + name + extra)
+        start = f.tell()
+        for c in central:
+            f.write(c)
+        f.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(central), len(central), f.tell() - start, start, 0))
+    return path
+
+
+def write_torch_zip(path, pkl: bytes, records: dict, folder: str = "archive", extra_entries=()) -> Path:
+    """A torch-style checkpoint: ``<folder>/data.pkl`` (the given bytes), ``<folder>/data/<key>`` for each record
+    (bytes, or a ready ``ZipEntry``), ``byteorder`` and ``version``; ``extra_entries`` appended as given."""
+    entries = [ZipEntry(f"{folder}/data.pkl", pkl), ZipEntry(f"{folder}/byteorder", b"little")]
+    for key, data in records.items():
+        entries.append(data if isinstance(data, ZipEntry) else ZipEntry(f"{folder}/data/{key}", data))
+    entries.append(ZipEntry(f"{folder}/version", b"3\n"))
+    return write_raw_zip(path, list(entries) + list(extra_entries))
+
+
+def scaleu_specs(lie: dict | None = None) -> tuple[dict, dict]:
+    """The 24 ScaleU tensors as specs (one storage each) and their real float32 bytes; ``lie`` replaces specs by
+    key (e.g. ``{"scaleu_b_0": TensorSpec("0", (2**28,))}``)."""
+    tree, records = {}, {}
+    for n, (k, width) in enumerate(SCALEU_WIDTH.items()):
+        for kind, shape in (("b", (width,)), ("s", (1,))):
+            key = f"{2 * n + (kind == 's')}"
+            tree[f"scaleu_{kind}_{k}"] = TensorSpec(key, shape)
+            records[key] = struct.pack(f"<{math.prod(shape)}f", *([0.5] * math.prod(shape)))
+    tree.update(lie or {})
+    return tree, records
+
+
+def deflate(data_chunks, level: int = 1) -> bytes:
+    """Raw deflate (zip method 8) of the concatenated chunks, compressed as a stream (never held whole)."""
+    c = zlib.compressobj(level, zlib.DEFLATED, -15)
+    return b"".join([c.compress(chunk) for chunk in data_chunks] + [c.flush()])
+
+
+def shared_list_dag(levels: int):
+    """``[a, a]`` nested ``levels`` deep with every level one shared list: a few hundred bytes pickled (the memo
+    shares it), ``2**levels`` items when walked or printed."""
+    a: list = []
+    for _ in range(levels):
+        a = [a, a]
+    return a

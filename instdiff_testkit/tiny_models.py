@@ -51,6 +51,14 @@ CHECKPOINT_UNET = {
 }
 CHECKPOINT_VERSION = "v1"  # bump when the file layout or values change (the cached file name carries it)
 
+DEVICE_ENV = "INSTDIFF_TEST_DEVICE"   # where the host tier's models load: cpu (default) or e.g. cuda on a GPU machine
+
+
+def test_device() -> torch.device:
+    """The load device of the models the host tier builds (``INSTDIFF_TEST_DEVICE``, default ``cpu``); weights are
+    offloaded to the CPU, as ComfyUI does on a GPU machine."""
+    return torch.device(os.environ.get(DEVICE_ENV, "").strip() or "cpu")
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # deterministic values
@@ -112,27 +120,36 @@ def init_module_(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 # ---------------------------------------------------------------------------------------------------------------
 # tiny UNets as real ModelPatchers
 
-def _tiny_patcher(config_cls, topology: dict, dtype, seed: int, model_channels: int, head_channels=None):
+def _tiny_patcher(config_cls, topology: dict, dtype, seed: int, model_channels: int, head_channels=None,
+                  load_device=None, manual_cast_dtype=None):
     import comfy.model_patcher
 
     unet_config = {**topology, "model_channels": int(model_channels)}
     model_config = config_cls(unet_config)
     if head_channels is not None:          # SD2/SDXL use 64-wide heads: more than a tiny level has
         model_config.unet_config["num_head_channels"] = int(head_channels)
-    model_config.set_inference_dtype(dtype, None)
+    model_config.set_inference_dtype(dtype, manual_cast_dtype)
     model = model_config.get_model({}, device=torch.device("cpu"))
+    if manual_cast_dtype is not None:              # e.g. fp8 storage: fill in float32, then store as `dtype`
+        model.diffusion_model.to(torch.float32)
     init_module_(model.diffusion_model, seed)
+    if manual_cast_dtype is not None:
+        model.diffusion_model.to(dtype)
     model.eval()
     cpu = torch.device("cpu")
-    return comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
+    return comfy.model_patcher.ModelPatcher(model, load_device=load_device or test_device(), offload_device=cpu)
 
 
-def tiny_sd15_patcher(dtype: torch.dtype = torch.float32, seed: int = 0, model_channels: int = 32):
+def tiny_sd15_patcher(dtype: torch.dtype = torch.float32, seed: int = 0, model_channels: int = 32, load_device=None,
+                      manual_cast_dtype: torch.dtype | None = None):
     """`comfy.supported_models.SD15` with the full SD1.5 topology (16 transformer blocks, 12 output blocks,
-    context 768, 8 heads) but `model_channels` wide; a real `ModelPatcher` on CPU."""
+    context 768, 8 heads) but `model_channels` wide; a real `ModelPatcher` loading on `load_device` (default
+    `test_device()`), offloaded to the CPU. `manual_cast_dtype`: store in `dtype` (e.g. fp8), compute in this one,
+    as ComfyUI does under `--fp8_e4m3fn-unet`."""
     import comfy.supported_models
 
-    return _tiny_patcher(comfy.supported_models.SD15, SD15_TOPOLOGY, dtype, seed, model_channels)
+    return _tiny_patcher(comfy.supported_models.SD15, SD15_TOPOLOGY, dtype, seed, model_channels,
+                         load_device=load_device, manual_cast_dtype=manual_cast_dtype)
 
 
 def tiny_sd2_patcher(dtype: torch.dtype = torch.float32, seed: int = 0, model_channels: int = 32):
@@ -182,7 +199,8 @@ def unet_topology(patcher) -> tuple[dict, dict, int]:
 
     levels = len(getattr(unet, "channel_mult", [1, 1, 1, 1]))
     side = 2 ** max(levels - 1, 0)
-    dtype = next(unet.parameters()).dtype
+    base = getattr(patcher, "model", patcher)        # the compute dtype (a manual-cast UNet may store fp8)
+    dtype = getattr(base, "manual_cast_dtype", None) or next(unet.parameters()).dtype
     x = torch.zeros(1, int(unet.in_channels), side, side, dtype=dtype)
     context = torch.zeros(1, 1, context_dim or 1, dtype=dtype)
     kwargs = {}

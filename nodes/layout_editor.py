@@ -8,19 +8,18 @@ and sent back as UI data, so the editor can draw over a previous generation.
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 
 import numpy as np
 from PIL import Image
 
-from ..instancediffusion_core.layout.types import Layout, LayoutError
-from ..instancediffusion_core.layout.json_io import LoadedLayout, layout_to_official, load_layout
+from ..instancediffusion_core.layout.types import MAX_CANVAS, Layout, LayoutError
+from ..instancediffusion_core.layout.json_io import LoadedLayout, layout_to_official, load_layout, parse_json_text
 from .types import CATEGORY, INSTANCE_LAYOUT
 
 NODE_TITLE = "Instance Layout Editor"
-CANVAS = {"default": 512, "min": 16, "max": 8192, "step": 8}
+CANVAS = {"default": 512, "min": 16, "max": MAX_CANVAS, "step": 8}
 BACKGROUND_KEY = "instdiff_background"    # UI keys the frontend reads (web/js/instance_layout_editor.js); not
 WARNINGS_KEY = "instdiff_warnings"        # "images", which would make ComfyUI show a second picture on the node
 LAYOUT_KEY = "instdiff_layout"
@@ -28,24 +27,32 @@ LAYOUT_KEY = "instdiff_layout"
 
 def editor_layout(layout_json: str, width: int, height: int) -> LoadedLayout:
     """The layout of the editor's JSON text on a ``width`` x ``height`` canvas (the widgets win over the JSON's own
-    ``width``/``height``). Empty text is an empty layout. Boxes are official ``[x, y, w, h]`` pixels."""
+    ``width``/``height``). Empty text is an empty layout. Boxes are official ``[x, y, w, h]`` pixels.
+
+    The text is layout JSON only: anything else is an error, never a file name (the node echoes the layout in its
+    UI output, which ComfyUI keeps in its history)."""
     for name, value in (("width", width), ("height", height)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise LayoutError(f"{NODE_TITLE}: {name} is {value!r}; it must be a positive whole number of pixels")
+            raise LayoutError(f"{NODE_TITLE}: {name} is {value!r:.40}; it must be a positive whole number of pixels")
+        if value > MAX_CANVAS:
+            raise LayoutError(f"{NODE_TITLE}: {name} is {value} px; the canvas is at most {MAX_CANVAS} px per side "
+                              f"(masks and previews cost memory per pixel, and SD1.5 generates at 512-1024)")
     text = layout_json if isinstance(layout_json, str) else ""
     if not text.strip():
         return LoadedLayout(layout=Layout(width, height), caption="", warnings=["no instances: the layout is empty"],
                             bbox_format_used="xywh")
+    text = text.lstrip("\ufeff")
+    if not text.lstrip().startswith(("{", "[")):
+        raise LayoutError(f"{NODE_TITLE} (layout_json): not layout JSON (it must start with '{{'); the editor keeps "
+                          f"the layout itself here, not a file name. Draw on the canvas, paste a layout, or load a "
+                          f"file from ComfyUI/input with Load Layout", field="layout_json")
     try:
-        data = json.loads(text)
-    except ValueError:
-        data = None          # let the loader report the syntax error with its line and column
-    if isinstance(data, dict):
-        text = json.dumps({**data, "width": width, "height": height})
-    try:
-        return load_layout(text, bbox_format="xywh")
+        data = parse_json_text(text, "layout JSON")
+        if isinstance(data, dict):
+            data = {**data, "width": width, "height": height}
+        return load_layout(data, bbox_format="xywh", name="layout JSON")
     except LayoutError as e:
-        raise LayoutError(f"{NODE_TITLE} (layout_json): {e}") from None
+        raise LayoutError(f"{NODE_TITLE} (layout_json): {e}", index=e.index, field=e.field) from None
 
 
 def save_preview_image(image) -> dict:

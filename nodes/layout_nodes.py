@@ -6,19 +6,42 @@ nodes appends instances in order (slot order matters only for the seg branch, sp
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import numpy as np
 
-from ..instancediffusion_core.layout.types import Instance, Layout, LayoutError, MAX_INSTANCES
+from ..instancediffusion_core.layout.types import Instance, Layout, LayoutError, MAX_CANVAS, MAX_INSTANCES
 from .types import CATEGORY, INSTANCE_LAYOUT
+from .validation import text
 
 _CAT = CATEGORY + "/layout"
 _PROMPT = ("STRING", {"multiline": False, "default": "",
                       "tooltip": "What this instance is, e.g. 'a red vintage car'. Encoded on its own by CLIP."})
 _LAYOUT_IN = (INSTANCE_LAYOUT, {"tooltip": "The layout to append this instance to (from 'Instance Layout' or "
                                            "another instance node)."})
-_PX = {"min": 0, "max": 16384, "step": 1}
+_PX = {"min": 0, "max": MAX_CANVAS, "step": 1}
+# Numbers in point/box text: a token is a number only if it is all number (no silent skipping of 'nan', 'inf',
+# '1e999', '12px'): separators are blanks, commas, semicolons and brackets.
+_SEPARATORS = re.compile(r"[\s,;()\[\]]+")
+
+
+def parse_numbers(text: str, field: str) -> list[float]:
+    """The finite numbers in ``text`` separated by blanks, commas, semicolons or brackets; a ``LayoutError`` naming
+    ``field`` for any other token (``nan``, ``inf``, ``1e999``, ``12px``)."""
+    out = []
+    for token in _SEPARATORS.split(text.strip()):
+        if not token:
+            continue
+        try:
+            value = float(token)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or token.lower().lstrip("+-") in ("nan", "inf", "infinity"):
+            raise LayoutError(f"{field}: {token[:40]!r} is not a finite number; write pixel coordinates such as "
+                              f"'10,20 30,40' (NaN and infinity are not allowed)")
+        out.append(value)
+    return out
 
 
 def parse_points(text: str, field: str) -> list[tuple[float, float]]:
@@ -27,9 +50,9 @@ def parse_points(text: str, field: str) -> list[tuple[float, float]]:
     if not text:
         return []
     try:
-        data = json.loads(text)
-    except ValueError:
-        data = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?", text)]
+        data = json.loads(text, parse_constant=lambda c: float("nan"))
+    except (ValueError, RecursionError):
+        data = parse_numbers(text, field)
     if isinstance(data, (int, float)):
         data = [data]
     if not isinstance(data, list):
@@ -38,8 +61,11 @@ def parse_points(text: str, field: str) -> list[tuple[float, float]]:
         if not all(len(p) == 2 for p in data):
             raise LayoutError(f"{field}: every point needs exactly 2 numbers [x, y]; got {data!r:.80}")
         data = [v for p in data for v in p]
-    if not all(isinstance(v, (int, float)) for v in data):
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data):
         raise LayoutError(f"{field}: could not read {text[:80]!r} as points; write 'x,y' pairs, e.g. '10,20 30,40'")
+    if not all(math.isfinite(v) if isinstance(v, float) else v.bit_length() <= 1023 for v in data):
+        raise LayoutError(f"{field}: {text[:80]!r} holds a number that is not finite (NaN, infinity or too large); "
+                          f"write pixel coordinates such as '10,20 30,40'")
     if len(data) % 2:
         raise LayoutError(f"{field}: {len(data)} numbers is not a list of x,y pairs; give an even count")
     return [(float(data[i]), float(data[i + 1])) for i in range(0, len(data), 2)]
@@ -62,6 +88,7 @@ def mask_to_canvas(mask, index: int, layout: Layout, field: str) -> np.ndarray:
 
 
 def _append(layout: Layout, inst: Instance) -> Layout:
+    text("prompt", inst.caption, f"instance {len(layout.instances)}")
     if len(layout.instances) >= MAX_INSTANCES:
         raise LayoutError(f"instance {len(layout.instances)}: a layout holds at most {MAX_INSTANCES} instances "
                           f"(the model has 30 slots); remove some or merge small ones")
@@ -79,10 +106,10 @@ class InstanceLayoutNode:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "width": ("INT", {"default": 512, "min": 8, "max": 16384, "step": 8,
+            "width": ("INT", {"default": 512, "min": 8, "max": MAX_CANVAS, "step": 8,
                               "tooltip": "Canvas width in pixels; coordinates are normalised by it, so the image "
                                          "may have another size (usually set it to the image size)."}),
-            "height": ("INT", {"default": 512, "min": 8, "max": 16384, "step": 8,
+            "height": ("INT", {"default": 512, "min": 8, "max": MAX_CANVAS, "step": 8,
                                "tooltip": "Canvas height in pixels."}),
         }}
 
@@ -107,8 +134,8 @@ class InstanceBox(_InstanceNode):
             "layout": _LAYOUT_IN, "prompt": _PROMPT,
             "x": ("INT", {"default": 64, **_PX, "tooltip": "Left edge of the box, pixels from the canvas's left."}),
             "y": ("INT", {"default": 64, **_PX, "tooltip": "Top edge of the box, pixels from the canvas's top."}),
-            "width": ("INT", {"default": 192, "min": 1, "max": 16384, "tooltip": "Box width in pixels."}),
-            "height": ("INT", {"default": 192, "min": 1, "max": 16384, "tooltip": "Box height in pixels."}),
+            "width": ("INT", {"default": 192, "min": 1, "max": MAX_CANVAS, "tooltip": "Box width in pixels."}),
+            "height": ("INT", {"default": 192, "min": 1, "max": MAX_CANVAS, "tooltip": "Box height in pixels."}),
         }}
 
     def add(self, layout, prompt, x, y, width, height):
@@ -187,7 +214,7 @@ class InstanceAny(_InstanceNode):
         i = len(layout.instances)
         bbox = None
         if box.strip():
-            b = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?", box)]
+            b = parse_numbers(box, f"instance {i} box")
             if len(b) != 4:
                 raise LayoutError(f"instance {i} box: expected 4 numbers 'x,y,width,height', got {len(b)}")
             bbox = (b[0], b[1], b[0] + b[2], b[1] + b[3])

@@ -15,6 +15,7 @@ import comfy.model_patcher
 import folder_paths
 
 from ..instancediffusion_core.weights.checkpoint import load_instancediffusion
+from . import host_ops
 from .types import CATEGORY, INSTANCEDIFFUSION
 
 FOLDER = "instance_diffusion"
@@ -26,10 +27,18 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 def register_model_folders() -> None:
     """models/instance_diffusion (+ logtd's folders), appended so extra_model_paths.yaml entries are kept.
 
-    Only registers paths; a missing folder just lists no files, so node registration never fails on it.
+    models/instance_diffusion is created when missing (ComfyUI ships its own models/<folder>s), so a new user sees
+    where the weights go. A folder that cannot be created (read-only install) just lists no files: node
+    registration never fails on it.
     """
     models_dir = folder_paths.models_dir
-    folder_paths.add_model_folder_path(FOLDER, os.path.join(models_dir, FOLDER), is_default=True)
+    default = os.path.join(models_dir, FOLDER)
+    try:
+        os.makedirs(default, exist_ok=True)
+    except OSError as e:
+        logging.warning("InstanceDiffusion: could not create the weights folder %s (%s); put the weights in a "
+                        "folder listed for '%s' in extra_model_paths.yaml", default, e, FOLDER)
+    folder_paths.add_model_folder_path(FOLDER, default, is_default=True)
     for sub in ("fuser_models", "positionnet_models", "scaleu_models"):
         folder_paths.add_model_folder_path(FOLDER, os.path.join(models_dir, "instance_models", sub))
     paths, exts = folder_paths.folder_names_and_paths[FOLDER]
@@ -56,10 +65,10 @@ def files_to_load(path: str) -> list[str]:
     return found
 
 
-def resolve_dtype(choice: str) -> torch.dtype:
-    if choice == "auto":
-        return comfy.model_management.unet_dtype()
-    return DTYPES[choice]
+def resolve_dtype(choice: str, device=None) -> tuple[torch.dtype, torch.dtype]:
+    """(storage, compute) dtypes of the add-ons on ``device``: ``auto`` stores like the UNet (fp8 under
+    ``--fp8_e4m3fn-unet``) and always computes in fp16/bf16/fp32 (see ``host_ops.addon_dtypes``)."""
+    return host_ops.addon_dtypes(choice, device or comfy.model_management.get_torch_device())
 
 
 class LoadInstanceDiffusion:
@@ -91,14 +100,13 @@ class LoadInstanceDiffusion:
                                     f"{folder_paths.get_folder_paths(FOLDER)}")
         paths = files_to_load(path)
         addons = load_instancediffusion(paths if len(paths) > 1 else paths[0])
-        addons = addons.to(resolve_dtype(dtype)).eval()
+        load_device = comfy.model_management.get_torch_device()
+        storage, compute = resolve_dtype(dtype, load_device)
+        addons = addons.to(storage).eval()
         addons.requires_grad_(False)
-        logging.info("InstanceDiffusion weights %s: %s", weights, addons.summary())
-        patcher = comfy.model_patcher.ModelPatcher(
-            addons,
-            load_device=comfy.model_management.get_torch_device(),
-            offload_device=comfy.model_management.unet_offload_device(),
-        )
+        logging.info("InstanceDiffusion weights %s: %s (computing in %s)", weights, addons.summary(), compute)
+        patcher = host_ops.weights_patcher(addons, compute, load_device=load_device,
+                                           offload_device=comfy.model_management.unet_offload_device())
         return (patcher,)
 
 

@@ -72,6 +72,9 @@ def find_instance_conditioning(positive):
 
 
 def instance_count(data) -> int:
+    if data is not None and getattr(data.layout, "num_frames", None) is not None:
+        from .frames import MIS_REFUSAL                # per-frame layouts: refused, never frame 0 silently
+        raise ValueError(MIS_REFUSAL)
     return 0 if data is None else len(data.layout.instances)
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 import logging
 import os
 
-from ..instancediffusion_core.layout.types import MAX_INSTANCES
+from ..instancediffusion_core.layout.types import MAX_CANVAS, MAX_INSTANCES
 from ..instancediffusion_core.layout.check import check_layout, format_warnings
 from ..instancediffusion_core.planner.plan import (DEFAULT_API_KEY_ENV, DEFAULT_BASE_URL, PlannerError, PlanRequest,
                                               plan_layout)
 from .types import CATEGORY, INSTANCE_LAYOUT
+from .validation import finite, text
+
+NODE_TITLE = "Layout Planner"
 
 _CAT = CATEGORY + "/layout"
 _LOG = logging.getLogger(__name__)
@@ -46,9 +49,9 @@ class LayoutPlanner:
             "description": ("STRING", {"multiline": True, "default": "",
                                        "tooltip": "The scene to lay out, e.g. 'a corgi and a tabby cat on a sofa in "
                                                   "a sunny living room'."}),
-            "width": ("INT", {"default": 512, "min": 64, "max": 16384, "step": 8,
+            "width": ("INT", {"default": 512, "min": 64, "max": MAX_CANVAS, "step": 8,
                               "tooltip": "Canvas width in pixels; also the image width the layout is meant for."}),
-            "height": ("INT", {"default": 512, "min": 64, "max": 16384, "step": 8,
+            "height": ("INT", {"default": 512, "min": 64, "max": MAX_CANVAS, "step": 8,
                                "tooltip": "Canvas height in pixels; also the image height the layout is meant for."}),
             "max_instances": ("INT", {"default": 10, "min": 1, "max": MAX_INSTANCES,
                                       "tooltip": f"Most objects the model may place (the model has {MAX_INSTANCES} "
@@ -89,6 +92,9 @@ class LayoutPlanner:
 
     def plan(self, description, width, height, max_instances, base_url, model, api_key_env, timeout, seed,
              temperature=0.0, cache_to_disk=True):
+        description = text("description", description, NODE_TITLE)
+        timeout = finite("timeout", timeout, NODE_TITLE, minimum=0.001)
+        temperature = finite("temperature", temperature, NODE_TITLE, minimum=0.0, maximum=2.0)
         result = plan_layout(description, width, height, max_instances, base_url=base_url, model=model,
                              api_key_env=api_key_env, timeout=timeout, seed=seed, temperature=temperature,
                              cache_dir=disk_cache_dir() if cache_to_disk else None)

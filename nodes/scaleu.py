@@ -2,8 +2,14 @@
 
 The parameters are tiny (12 vectors + 12 scalars), so the patch keeps its own float32 copy and needs no
 model management; the math lives in ``instancediffusion_core.model.scaleu``.
+
+Host decisions made here: the skip filter's FFT falls back to the CPU (with one warning) on a device without FFT
+kernels, as ComfyUI's FreeU does, always in float32; and ScaleU next to ComfyUI's FreeU on one model is reported
+(both rescale the decoder's backbone and skip features, so the scaling would happen twice).
 """
 from __future__ import annotations
+
+import logging
 
 import torch
 
@@ -13,12 +19,36 @@ from .types import INSTANCEDIFFUSION, ModelPatchNode, weights_of
 from .patching import remove_patches_of
 
 
+NO_FFT_DEVICES: set = set()   # devices whose FFT failed once in this process: ScaleU's skip filter runs on the CPU
+FREEU_NODES = ("FreeU", "FreeU_V2")
+BOTH_WARNING = ("InstanceDiffusion: 'Apply ScaleU (InstanceDiffusion)' and ComfyUI's '%s' are both applied to this "
+                "model. Both rescale the decoder's backbone and skip features, so the scaling happens twice; keep "
+                "only one of them (InstanceDiffusion was trained with ScaleU).")
+
+
+def freeu_node_of(patch) -> str | None:
+    """'FreeU' / 'FreeU_V2' if ``patch`` is the output_block_patch ComfyUI's FreeU node installs, else None."""
+    qualname = getattr(patch, "__qualname__", "") or ""
+    head = qualname.split(".", 1)[0]
+    return head if head in FREEU_NODES and "output_block_patch" in qualname else None
+
+
+def freeu_in(patches) -> str | None:
+    for p in patches or ():
+        name = freeu_node_of(p)
+        if name is not None:
+            return name
+    return None
+
+
 class ScaleUPatch:
     """``output_block_patch``: (h, hsp) -> ScaleU(h, hsp) for output block k = transformer_options["block"][1]."""
 
     def __init__(self, params: dict):
         self.params = {k: (b.detach().float().cpu(), s.detach().float().cpu()) for k, (b, s) in params.items()}
         self._on = {}
+        self.first_block = min(self.params) if self.params else None
+        self.warned_freeu = False   # a log-once flag, not per-call state
 
     def _params_on(self, k, device):
         key = (k, device)
@@ -31,14 +61,35 @@ class ScaleUPatch:
         block = transformer_options.get("block")
         if block is None or block[0] != "output" or block[1] not in self.params:
             return h, hsp
+        if block[1] == self.first_block and not self.warned_freeu:   # FreeU applied after ScaleU: seen here
+            freeu = freeu_in(transformer_options.get("patches", {}).get("output_block_patch"))
+            if freeu is not None:
+                self.warned_freeu = True
+                logging.warning(BOTH_WARNING, freeu)
         b, s = self._params_on(block[1], h.device)
-        return scaleu(h, hsp, b, s)
+        return scaleu_on_device(h, hsp, b, s)
 
     def to(self, *_args, **_kwargs):
         return self   # parameters follow the activations' device lazily; always float32
 
     def __deepcopy__(self, memo):
         return self   # read-only after construction; shared by every clone
+
+
+def scaleu_on_device(h, hsp, b, s):
+    """ScaleU where the activations are; the skip filter on the CPU for a device whose FFT failed (warned once)."""
+    device = hsp.device
+    if device in NO_FFT_DEVICES:
+        return scaleu(h, hsp, b, s, fft_device="cpu")
+    try:
+        return scaleu(h, hsp, b, s)
+    except torch.OutOfMemoryError:
+        raise
+    except (RuntimeError, NotImplementedError) as e:   # what a backend without (these) FFT kernels raises
+        NO_FFT_DEVICES.add(device)
+        logging.warning("InstanceDiffusion ScaleU: device %s does not support the torch.fft functions ScaleU uses "
+                        "(%s: %s); running ScaleU's skip filter on the CPU from now on.", device, type(e).__name__, e)
+        return scaleu(h, hsp, b, s, fft_device="cpu")
 
 
 def scaleu_params(addons) -> dict:
@@ -67,7 +118,12 @@ class ApplyScaleU(ModelPatchNode):
         addons.check_compatible({}, topo.scaleu_widths, None)
         m = model.clone()
         remove_patches_of(m.model_options, ScaleUPatch)
-        m.set_model_output_block_patch(ScaleUPatch(params))
+        patch = ScaleUPatch(params)
+        freeu = freeu_in(m.model_options.get("transformer_options", {}).get("patches", {}).get("output_block_patch"))
+        if freeu is not None:                 # FreeU applied before ScaleU
+            patch.warned_freeu = True
+            logging.warning(BOTH_WARNING, freeu)
+        m.set_model_output_block_patch(patch)
         return (m,)
 
 

@@ -1,18 +1,20 @@
 """InstanceDiffusion Conditioning: layout + CLIP -> the 184 grounding tokens, computed once per prompt.
 
 Each instance phrase is encoded with the SD1.5 CLIP-L text tower (pooled, unprojected: the official
-``pooler_output``); the position net runs here, once, and its tokens ride on the positive conditioning.
+``pooler_output``); the position net runs here, once, and its tokens ride on the positive conditioning. Only the
+position net is loaded for it (its own ModelPatcher, ``host_ops.HostWeights``), on the device ComfyUI chooses,
+fully or partly; the null tokens are computed in the same load.
 """
 from __future__ import annotations
 
 import torch
 
-import comfy.model_management
 import node_helpers
 
 from ..instancediffusion_core.model.drop_config import CONFIG_NAMES, resolve_drop_config
 from ..instancediffusion_core.layout.grounding import build_grounding, instance_grounding, stack_groundings
 from ..instancediffusion_core.model.position_net import DROP_CONFIGS
+from . import host_ops
 from .instance_cond import InstanceConditioning, InstancePrompt
 from .patching import COND_KEY
 from .types import CATEGORY, INSTANCE_LAYOUT, INSTANCEDIFFUSION, weights_of
@@ -24,15 +26,20 @@ def encode_phrase(clip, text: str) -> InstancePrompt:
     return InstancePrompt(caption=text, cond=cond.cpu(), pooled=None if pooled is None else pooled.cpu())
 
 
-def run_position_net(patcher, grounding: dict, drop) -> torch.Tensor:
-    """One position-net forward on the weights' load device; returns CPU float32 tokens."""
-    comfy.model_management.load_models_gpu([patcher])
-    net = patcher.model.position_net
-    param = next(net.parameters())
-    g = {k: v.to(device=param.device) for k, v in grounding.items()}
+def position_net_tokens(patcher, grounding: dict, drop) -> torch.Tensor:
+    """One position-net forward on the device ComfyUI loaded it for; tokens stay there (compute dtype)."""
+    host = host_ops.host_weights(patcher)
+    device = host.load_position_net()
+    g = {k: v.to(device=device) for k, v in grounding.items()}
     with torch.no_grad():
-        tokens, _ = net(g, drop)
-    return tokens.float().cpu()
+        tokens, _ = host.position_net.model(g, drop)
+    host.null_tokens()          # while the position net is loaded: the patch then finds them ready
+    return tokens
+
+
+def run_position_net(patcher, grounding: dict, drop) -> torch.Tensor:
+    """One position-net forward; returns CPU float32 tokens."""
+    return position_net_tokens(patcher, grounding, drop).float().cpu()
 
 
 class InstanceDiffusionConditioning:
@@ -67,6 +74,9 @@ class InstanceDiffusionConditioning:
         if addons.position_net is None:
             raise ValueError("These InstanceDiffusion weights have no position net (position_net.*); load the full "
                              "add-on file.")
+        if getattr(layout, "num_frames", None) is not None:    # a track: tokens [F, 184, D] (nodes/frames.py)
+            from .frames import encode_frames
+            return (encode_frames(positive, clip, layout, patcher, modalities),)
         prompts = [encode_phrase(clip, inst.caption) for inst in layout.instances]
         text_dim = addons.text_dim
         for i, p in enumerate(prompts):

@@ -5,6 +5,10 @@ Two pieces, both public ComfyUI hooks:
   tokens the tokenizer attached (the negative gets the null grounding, as the official uncond pass);
 - a ``middle_patch`` that runs the fuser of the current block on the whole batch at once, so cond and uncond
   stay one UNet call (16 fuser calls per step, not 32).
+
+Where it runs (``host_ops``): only the fusers are loaded with the UNet (the position net's null tokens are
+computed here, at patch time); the fusers use ComfyUI's cast-aware layers and ComfyUI's attention. Which step a
+call belongs to comes from the run's step clock (``step_clock``): no device sigma is read per step.
 """
 from __future__ import annotations
 
@@ -13,20 +17,24 @@ import torch
 import comfy.patcher_extension
 
 from ..instancediffusion_core.sampling.schedule import grounding_scale
+from . import host_ops
 from .patching import SCHEDULE_KEY, TABLE_KEY, WRAPPER_KEY, TokenTable, remove_patches_of, token_table_wrapper
+from .step_clock import CLOCK_WRAPPER_KEY, StepSigmaWrapper, clock_wrapper
 from .topology import unet_topology
 from .types import INSTANCEDIFFUSION, ModelPatchNode, weights_of
+
 
 class UniFusionPatch:
     """``middle_patch``: x -> fuser(x, tokens of each batch chunk, scale of the current step)."""
 
     def __init__(self, weights_patcher, topology, strength: float, start: float, end: float):
         self.weights_patcher = weights_patcher
+        self.host = host_ops.host_weights(weights_patcher)
         self.prefix_by_block = dict(topology.prefix_by_block)
         self.strength = float(strength)
         self.start = float(start)
         self.end = float(end)
-        self._null = None          # null tokens (CPU float32) of these weights, computed once per patch
+        self._null = self.host.null_tokens()   # CPU float32, now: sampling never needs the position net
 
     # MODEL_PATCH protocol: ComfyUI loads/offloads the weights together with the UNet.
     def to(self, *_args, **_kwargs):
@@ -39,16 +47,15 @@ class UniFusionPatch:
         return self
 
     def models(self):
-        return [self.weights_patcher]
+        """What ComfyUI loads with the UNet: the fusers only (ScaleU keeps its own float32 copy; the position net
+        is not needed while sampling)."""
+        return [self.host.fusers] if self.host.fusers is not None else []
 
     @property
     def addons(self):
         return self.weights_patcher.model
 
     def null_tokens(self) -> torch.Tensor:
-        if self._null is None:
-            with torch.no_grad():
-                self._null = self.addons.position_net.null_tokens(batch=1).float().cpu()
         return self._null
 
     def scale_at(self, extra_options) -> float:
@@ -62,7 +69,7 @@ class UniFusionPatch:
             return table.memo[key]
         schedule = extra_options.get(SCHEDULE_KEY, extra_options.get("sample_sigmas"))
         sigma = table.step_sigma if table is not None else None
-        if sigma is None and extra_options.get("sigmas") is not None:
+        if sigma is None and extra_options.get("sigmas") is not None:   # a call outside our wrappers: read it
             sigma = float(extra_options["sigmas"].reshape(-1)[0])
         if sigma is None or schedule is None:
             scale = self.strength
@@ -76,7 +83,8 @@ class UniFusionPatch:
         table = extra_options.get(TABLE_KEY)
         if not isinstance(table, TokenTable):    # a call that bypassed our wrapper: nothing is grounded
             table = TokenTable({})
-        return table.objs_for(x, extra_options.get("uuids"), extra_options.get("cond_or_uncond"), self.null_tokens)
+        return table.objs_for(x, extra_options.get("uuids"), extra_options.get("cond_or_uncond"), self.null_tokens,
+                              extra_options)
 
     def __call__(self, x, extra_options):
         block = extra_options.get("block")
@@ -89,7 +97,8 @@ class UniFusionPatch:
         scale = self.scale_at(extra_options)
         if scale == 0.0:          # identical output to running the fuser at scale 0: skip the work
             return x
-        return fuser(x, self._objs(x, extra_options), scale=scale)
+        return fuser(x, self._objs(x, extra_options), scale=scale,
+                     attention=host_ops.comfy_attention(extra_options))
 
 
 class ApplyUniFusion(ModelPatchNode):
@@ -124,11 +133,18 @@ class ApplyUniFusion(ModelPatchNode):
             raise ValueError(f"end ({end}) is before start ({start}); set end >= start.")
         topo = unet_topology(model)
         addons.check_compatible(topo.fuser_widths, {}, topo.context_dim)
+        patch = UniFusionPatch(patcher, topo, strength, start, end)
         m = model.clone()
         remove_patches_of(m.model_options, UniFusionPatch)
-        m.set_model_patch(UniFusionPatch(patcher, topo, strength, start, end), "middle_patch")
-        m.remove_wrappers_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, WRAPPER_KEY)
-        m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.CALC_COND_BATCH, WRAPPER_KEY, token_table_wrapper)
+        m.set_model_patch(patch, "middle_patch")
+        wrappers = comfy.patcher_extension.WrappersMP
+        for kind, key in ((wrappers.CALC_COND_BATCH, CLOCK_WRAPPER_KEY), (wrappers.CALC_COND_BATCH, WRAPPER_KEY),
+                          (wrappers.SAMPLER_SAMPLE, CLOCK_WRAPPER_KEY)):
+            m.remove_wrappers_with_key(kind, key)
+        # order matters: the step-sigma wrapper runs outside the token-table wrapper, which then reads no sigma
+        m.add_wrapper_with_key(wrappers.CALC_COND_BATCH, CLOCK_WRAPPER_KEY, StepSigmaWrapper(start, end, strength))
+        m.add_wrapper_with_key(wrappers.CALC_COND_BATCH, WRAPPER_KEY, token_table_wrapper)
+        m.add_wrapper_with_key(wrappers.SAMPLER_SAMPLE, CLOCK_WRAPPER_KEY, clock_wrapper)
         return (m,)
 
 

@@ -616,6 +616,53 @@ Same nodes with mis 0 = the official plain sampler (PLMSSampler). Swap the sampl
     return wf
 
 
+def frames_moving_ball():
+    """Per-frame layouts (a track) on a batch of frames, core nodes only (no motion model)."""
+    wf = Workflow()
+    n = 8
+    canvas = wf.node("InstanceLayout", (X_LAYOUT, 0), {"width": 512, "height": 512})
+    table = wf.node("InstanceBox", (X_LAYOUT, 130), {"prompt": "a wooden table", "x": 0, "y": 352, "width": 512,
+                                                     "height": 160}, title="Instance 0: Box (every frame)")
+    wf.link(canvas, 0, table, "layout")
+    track = wf.node("InstanceTrackKeyframes", (X_LAYOUT, 340), {
+        "prompt": "a red rubber ball", "frames": n,
+        "keyframes": f"0: box 16,160,128,128\n{n - 1}: box 368,160,128,128",
+        "interpolation": "linear", "after_last": "error"}, title="Instance 1: Track (keyframes)", size=[320, 300])
+    wf.link(table, 0, track, "layout")
+    note = f"""InstanceDiffusion: INSTANCES OVER TIME (per-frame layouts on a batch of {n} frames)
+
+HOW IT WORKS
+A track is one layout per frame; the frames are the latent batch indices. 'Instance Track: Keyframes' moves the ball from its box at frame 0 to its box at frame {n - 1} (boxes and points move linearly; masks hold the earlier keyframe; 'frame: none' hides the instance). Instances added before the track (the table) stay on every frame. The Conditioning node computes the grounding tokens of all {n} frames once; each latent of the batch is grounded by its own frame, also under context windows. Set the Empty Latent Image batch_size to the track's frames (a track shorter than the batch is an error unless after_last is hold or loop).
+
+Other sources of tracks: 'Instance Track: Mask Batch' (one mask per frame), 'Instance Tracks: Bounding Boxes' (ComfyUI's BOUNDING_BOX, e.g. RT-DETR on a video, matched by label or order), 'Instance Tracks: TRACKING (KJNodes / logtd)'.
+
+No motion model here: the frames are independent images that share a seed pattern; for video, put the same conditioning into an AnimateDiff-Evolved or other SD1.5 video sampler (AnimateDiff-Evolved is a separate pack). The multi-instance sampler refuses tracks.
+
+{KNOBS_TEXT}
+
+{WEIGHTS_TEXT}"""
+    wf.note(note, (-520, 0), size=(480, 800))
+    ckpt, weights = base_models(wf, 0, 0)
+    pos, neg = prompts(wf, ckpt, 0, 330, "a red rubber ball rolling on a wooden table, studio photo")
+    cx = X_COND
+    cond = conditioning(wf, pos, ckpt, track, weights, cx, 0)
+    model = patched_model(wf, ckpt, weights, cx, 200)
+    latent = wf.node("EmptyLatentImage", (cx + 360, 0), {"width": 512, "height": 512, "batch_size": n},
+                     title=f"Empty Latent Image ({n} frames)")
+    ks = wf.node("KSampler", (cx + 360, 140), {"seed": 0, "steps": 50, "cfg": 7.5, "sampler_name": "ipndm",
+                                                "scheduler": "ddim_uniform", "denoise": 1.0})
+    wf.link(model, 0, ks, "model")
+    wf.link(cond, 0, ks, "positive")
+    wf.link(neg, 0, ks, "negative")
+    wf.link(latent, 0, ks, "latent_image")
+    prev = wf.node("InstanceLayoutPreview", (X_LAYOUT, 680), title="Layout Preview (one picture per frame)")
+    wf.link(track, 0, prev, "layout")
+    show = wf.node("PreviewImage", (X_LAYOUT, 800), size=[320, 320])
+    wf.link(prev, 0, show, "images")
+    decode_save(wf, ks, ckpt, track, cx + 720, 0, "instdiff/frames_moving_ball")
+    return wf
+
+
 BUILDERS = {
     "layout_editor": layout_editor,
     "boxes_cat_dog_robin": boxes_cat_dog_robin,
@@ -627,6 +674,7 @@ BUILDERS = {
     "refiner_cascade": refiner_cascade,
     "multi_instance_sampler": multi_instance_sampler,
     "official_demo_settings": official_demo_settings,
+    "frames_moving_ball": frames_moving_ball,
 }
 
 

@@ -19,6 +19,13 @@ Loading is lenient where the real files need it and strict elsewhere:
 - unknown keys are ignored with a warning; a non-positive box size after the format is applied, a point or
   scribble outside the canvas, a mask of another size than the canvas, bad numbers or JSON syntax errors raise
   ``LayoutError`` naming ``annos[i]``, the field, the value and the fix.
+
+Hostile input (decided here): text and files are at most ``MAX_LAYOUT_BYTES``; the canvas is at most
+``MAX_CANVAS`` pixels per side, checked before any mask is decoded; integers of more than 300 digits read as
+infinity (so they fail as "not finite" naming their field, instead of ``OverflowError`` or Python's 4300-digit
+``ValueError``); JSON nested deeper than the parser can go is a ``LayoutError``, never a ``RecursionError``; values
+quoted in messages are cut before they are formatted. With ``drop_invalid=True`` every instance is validated once
+and the invalid ones are returned in ``LoadedLayout.dropped`` (the planner's repair pass).
 """
 from __future__ import annotations
 
@@ -30,10 +37,14 @@ from typing import Any
 
 import numpy as np
 
-from .types import Instance, Layout, LayoutError, MAX_INSTANCES, check_instance
+from .types import Instance, Layout, LayoutError, MAX_CANVAS, MAX_INSTANCES, check_instance
 from .rle import RLEError, decode_rle, encode_rle, rasterize_polygons
 
 BBOX_FORMATS = ("auto", "xywh", "xyxy")
+# Layout text or file size. A layout is a few KB; 30 instances with masks as COCO RLE of a MAX_CANVAS canvas are
+# well under 1 MB, and even uncompressed RLE count lists fit. Beyond this it is not a layout.
+MAX_LAYOUT_BYTES = 16 << 20
+_MAX_INT_DIGITS = 300                  # longer integer literals read as float (inf beyond 1e308)
 _TOP_KEYS = {"caption", "width", "height", "annos"}
 _ANNO_KEYS = {"caption", "bbox", "mask", "point", "scribble", "category_name"}
 
@@ -46,46 +57,123 @@ class LoadedLayout:
     caption: str
     warnings: list[str] = field(default_factory=list)
     bbox_format_used: str = "xywh"
+    dropped: list[LayoutError] = field(default_factory=list)   # drop_invalid=True: the rejected instances
 
 
 # ------------------------------------------------------------------------------------------------ reading
 
+def bounded_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters without building the whole repr first (a huge list, a string of
+    megabytes, an integer of thousands of digits, whose repr raises)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"<integer of about {int(value.bit_length() * 0.30103) + 1} digits>"
+    if isinstance(value, str):
+        text = repr(value[:limit + 1])
+    elif isinstance(value, (list, tuple)):
+        parts, used = [], 2
+        for v in value[:limit // 2 + 1]:
+            part = bounded_repr(v, limit)
+            parts.append(part)
+            used += len(part) + 2
+            if used > limit:
+                break
+        open_, close = ("[", "]") if isinstance(value, list) else ("(", ")")
+        text = open_ + ", ".join(parts) + (", ..." if len(parts) < len(value) else "") + close
+    elif isinstance(value, dict):
+        parts, used = [], 2
+        for k, v in list(value.items())[:limit // 4 + 1]:
+            part = f"{bounded_repr(k, limit)}: {bounded_repr(v, limit)}"
+            parts.append(part)
+            used += len(part) + 2
+            if used > limit:
+                break
+        text = "{" + ", ".join(parts) + (", ..." if len(parts) < len(value) else "") + "}"
+    else:
+        text = repr(value)
+    return text if len(text) <= limit else text[:max(limit - 3, 0)] + "..."
+
+
+def _parse_int(literal: str):
+    # Python refuses int() of more than 4300 digits (ValueError) and float(int) overflows beyond 308: read long
+    # literals as float, which gives inf for anything that large, so the field check names it as not finite.
+    return int(literal) if len(literal) <= _MAX_INT_DIGITS else float(literal)
+
+
+JSON_DECODER = json.JSONDecoder(parse_int=_parse_int)
+
+
+def parse_json_text(text: str, name: str = "layout JSON") -> Any:
+    """JSON text -> value, with the loader's limits: at most ``MAX_LAYOUT_BYTES`` characters, long integers read
+    as float, and every failure (syntax, nesting too deep) a ``LayoutError`` with the line and column."""
+    if len(text) > MAX_LAYOUT_BYTES:
+        raise LayoutError(f"{name}: {len(text):,} characters; a layout is at most {MAX_LAYOUT_BYTES:,} "
+                          f"(MAX_LAYOUT_BYTES). This is not a layout, or its masks should be COCO RLE strings")
+    try:
+        return JSON_DECODER.decode(text)
+    except json.JSONDecodeError as e:
+        raise LayoutError(f"{name}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}; fix the syntax "
+                          f"there (often a missing comma, quote or bracket)") from None
+    except RecursionError:
+        raise LayoutError(f"{name}: the JSON is nested too deeply (hundreds of levels of brackets); a layout needs "
+                          f"about 5 (layout -> annos -> instance -> mask -> counts)") from None
+    except ValueError as e:            # e.g. a number the float parser refuses
+        raise LayoutError(f"{name}: invalid JSON ({bounded_repr(str(e), 120)}); fix the number or text it "
+                          f"names") from None
+
+
 def _read_source(source: Any) -> tuple[Any, str]:
-    """(parsed JSON, a name for messages) from a dict, a JSON string or a path."""
+    """(parsed JSON, a name for messages) from a dict, a JSON string or a path (Python and CLI callers; the
+    nodes pass only dicts or JSON text, never user text as a path)."""
     if isinstance(source, dict):
         return source, "layout"
-    if isinstance(source, bytes):
-        source = source.decode("utf-8-sig")
-    if isinstance(source, str) and source.lstrip().startswith(("{", "[")):
-        return _parse_json(source, "layout JSON"), "layout JSON"
+    if isinstance(source, (bytes, bytearray)):
+        if len(source) > MAX_LAYOUT_BYTES:
+            raise LayoutError(f"layout JSON: {len(source):,} bytes; a layout is at most {MAX_LAYOUT_BYTES:,} "
+                              f"(MAX_LAYOUT_BYTES)")
+        try:
+            source = bytes(source).decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise LayoutError(f"layout JSON: not UTF-8 text (byte {e.start}); save the layout as UTF-8") from None
+    if isinstance(source, str) and source.lstrip("\ufeff \t\r\n").startswith(("{", "[")):
+        return parse_json_text(source.lstrip("\ufeff"), "layout JSON"), "layout JSON"
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         name = os.path.basename(path) or path
         if not os.path.isfile(path):
-            raise LayoutError(f"layout file {path!r} not found; give the path of a .json layout or paste the JSON "
-                              f"text itself")
-        with open(path, encoding="utf-8-sig") as f:
-            return _parse_json(f.read(), name), name
+            raise LayoutError(f"layout file {bounded_repr(path, 200)} not found; give the path of a .json layout or "
+                              f"paste the JSON text itself")
+        return parse_json_text(read_layout_file(path, name), name), name
     raise LayoutError(f"layout source: expected a file path, JSON text or a dict, got {type(source).__name__}")
 
 
-def _parse_json(text: str, name: str) -> Any:
+def read_layout_file(path: str, name: str) -> str:
+    """The text of a layout file, read only up to ``MAX_LAYOUT_BYTES`` (+1 to tell that it is larger)."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_LAYOUT_BYTES + 1)
+    if len(data) > MAX_LAYOUT_BYTES:
+        raise LayoutError(f"{name}: larger than {MAX_LAYOUT_BYTES:,} bytes (MAX_LAYOUT_BYTES); a layout is a few "
+                          f"KB, even with masks as COCO RLE. Choose the layout .json itself")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise LayoutError(f"{name}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}; fix the syntax "
-                          f"there (often a missing comma, quote or bracket)") from None
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise LayoutError(f"{name}: not UTF-8 text (byte {e.start}); save the layout as UTF-8 JSON") from None
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    if isinstance(v, int):
+        return v.bit_length() <= 1023                 # float(v) would overflow
+    return math.isfinite(v)
 
 
 def _numbers(value: Any, count: int | None, where: str, what: str, index: int | None = None,
              field: str | None = None) -> list[float]:
     if not isinstance(value, (list, tuple)) or (count is not None and len(value) != count) \
             or not all(_is_number(v) for v in value):
-        raise LayoutError(f"{where}: {value!r:.80} is not {what}", index=index, field=field)
+        bad = next((v for v in value if not _is_number(v)), None) if isinstance(value, (list, tuple)) else None
+        why = f" ({bounded_repr(bad, 30)} is not a finite number)" if bad is not None else ""
+        raise LayoutError(f"{where}: {bounded_repr(value)} is not {what}{why}", index=index, field=field)
     return [float(v) for v in value]
 
 
@@ -97,7 +185,13 @@ def _canvas_size(data: dict, key: str, name: str) -> int:
     if isinstance(v, float) and v.is_integer():
         v = int(v)
     if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-        raise LayoutError(f"{name}: '{key}' is {v!r:.40}; it must be a positive whole number of pixels, e.g. 512")
+        raise LayoutError(f"{name}: '{key}' is {bounded_repr(v, 40)}; it must be a positive whole number of pixels, "
+                          f"e.g. 512")
+    if v > MAX_CANVAS:
+        raise LayoutError(f"{name}: '{key}' is {bounded_repr(v, 40)} px; the canvas is at most {MAX_CANVAS} px per "
+                          f"side (MAX_CANVAS: masks and previews cost memory per canvas pixel, and SD1.5 generates "
+                          f"at 512-1024). Coordinates are relative to the canvas, so scale the layout down, e.g. to "
+                          f"the image size")
     return v
 
 
@@ -192,7 +286,8 @@ def _read_mask(i: int, value: Any, width: int, height: int, name: str, warnings:
         if isinstance(value, dict):
             size = value.get("size")
             if isinstance(size, (list, tuple)) and list(size) != [height, width]:
-                raise LayoutError(f"{where}: RLE size {list(size)} (= [height, width]) does not match the "
+                raise LayoutError(f"{where}: RLE size {bounded_repr(list(size), 40)} (= [height, width]) does not "
+                                  f"match the "
                                   f"{width}x{height} canvas; use a mask of the canvas size or fix 'width'/'height'",
                                   index=i, field="mask")
             mask = decode_rle(value)
@@ -217,7 +312,7 @@ def _read_scribble(i: int, value: Any, name: str) -> tuple[tuple[float, float], 
     where = f"{name}: annos[{i}] scribble"
     what = "a list of [x, y] pairs (or a flat list x1, y1, x2, y2, ...) of numbers"
     if not isinstance(value, (list, tuple)):
-        raise LayoutError(f"{where}: {value!r:.80} is not {what}", index=i, field="scribble")
+        raise LayoutError(f"{where}: {bounded_repr(value)} is not {what}", index=i, field="scribble")
     if all(isinstance(p, (list, tuple)) for p in value):
         pts = [tuple(_numbers(p, 2, where, what, i, "scribble")) for p in value]
     else:
@@ -237,52 +332,96 @@ def _read_optional_pair(i: int, anno: dict, key: str, name: str) -> tuple[float,
 
 
 def _unknown_keys_warning(unknown: dict[str, list[int]]) -> str:
+    keys = sorted(unknown.items())
     parts = [f"'{k}' (annos {', '.join(map(str, idx[:5]))}{', ...' if len(idx) > 5 else ''})"
-             for k, idx in sorted(unknown.items())]
-    return f"ignored unknown instance keys: {', '.join(parts)}"
+             for k, idx in keys[:10]]
+    more = f" and {len(keys) - 10} more" if len(keys) > 10 else ""
+    return f"ignored unknown instance keys: {', '.join(parts)}{more}"
 
 
 # ------------------------------------------------------------------------------------------------ public API
 
-def load_layout(source: Any, bbox_format: str = "auto", truncate: bool = False) -> LoadedLayout:
+def load_layout(source: Any, bbox_format: str = "auto", truncate: bool = False, *, drop_invalid: bool = False,
+                name: str | None = None) -> LoadedLayout:
     """Load a layout from a path, JSON text or a dict in the official demo format (see the module docstring).
 
-    Raises ``LayoutError`` for invalid files; error messages name ``annos[i]`` (the position in the file)."""
+    Raises ``LayoutError`` for invalid files; error messages name ``annos[i]`` (the position in the file).
+    ``drop_invalid=True``: an invalid instance is left out instead (its ``LayoutError``, with ``index`` and
+    ``field``, goes to ``dropped``); each instance is validated once, and the box format is decided on the
+    instances that are valid apart from their box. ``name``: what messages call the source."""
     if bbox_format not in BBOX_FORMATS:
-        raise LayoutError(f"bbox_format: {bbox_format!r} is not one of {', '.join(BBOX_FORMATS)}; use 'xywh' for "
-                          f"official [x, y, w, h] boxes, 'xyxy' for corners, or 'auto'")
-    data, name = _read_source(source)
+        raise LayoutError(f"bbox_format: {bounded_repr(bbox_format, 40)} is not one of {', '.join(BBOX_FORMATS)}; "
+                          f"use 'xywh' for official [x, y, w, h] boxes, 'xyxy' for corners, or 'auto'")
+    data, source_name = _read_source(source)
+    name = name or source_name
+    try:
+        return _load(data, name, bbox_format, truncate, drop_invalid)
+    except RecursionError:
+        raise LayoutError(f"{name}: a value is nested too deeply to read; a layout needs about 5 levels of "
+                          f"brackets") from None
+
+
+def _load(data: Any, name: str, bbox_format: str, truncate: bool, drop_invalid: bool) -> LoadedLayout:
     if not isinstance(data, dict):
         raise LayoutError(f"{name}: the top level is a {type(data).__name__}; a layout is a JSON object with "
                           f"'caption', 'width', 'height' and 'annos'")
     warnings: list[str] = []
-    extra = sorted(set(data) - _TOP_KEYS)
+    extra = sorted((k for k in data if k not in _TOP_KEYS), key=str)
     if extra:
-        warnings.append(f"ignored unknown top-level keys: {', '.join(repr(k) for k in extra)}")
+        shown = ", ".join(bounded_repr(k, 40) for k in extra[:10]) + (", ..." if len(extra) > 10 else "")
+        warnings.append(f"ignored unknown top-level keys: {shown}")
     width, height = _canvas_size(data, "width", name), _canvas_size(data, "height", name)
     caption = data.get("caption", "")
     if caption is None:
         caption = ""
     if not isinstance(caption, str):
-        raise LayoutError(f"{name}: 'caption' is {caption!r:.40}; the global caption must be text")
+        raise LayoutError(f"{name}: 'caption' is {bounded_repr(caption, 40)}; the global caption must be text")
     annos = data.get("annos")
     if not isinstance(annos, list):
         raise LayoutError(f"{name}: 'annos' is {'missing' if annos is None else type(annos).__name__}; it must be a "
                           f"list of instances [{{\"caption\": ..., \"bbox\": [x, y, w, h]}}, ...]")
 
+    dropped: list[LayoutError] = []
+
+    def reject(e: LayoutError) -> None:
+        if not drop_invalid:
+            raise e
+        dropped.append(e)
+
     unknown: dict[str, list[int]] = {}
     raw_boxes: dict[int, list[float]] = {}
+    alive: list[int] = []
     for i, anno in enumerate(annos):
-        if not isinstance(anno, dict):
-            raise LayoutError(f"{name}: annos[{i}] is a {type(anno).__name__}; each instance is an object "
-                              f"{{\"caption\": ..., \"bbox\": [x, y, w, h], ...}}", index=i)
-        for k in set(anno) - _ANNO_KEYS:
-            unknown.setdefault(k, []).append(i)
-        box = anno.get("bbox")
-        if box is not None and not (isinstance(box, (list, tuple)) and len(box) == 0):
-            raw_boxes[i] = _numbers(box, 4, f"{name}: annos[{i}] bbox", "4 finite numbers [x, y, w, h]", i, "bbox")
+        try:
+            if not isinstance(anno, dict):
+                raise LayoutError(f"{name}: annos[{i}] is a {type(anno).__name__}; each instance is an object "
+                                  f"{{\"caption\": ..., \"bbox\": [x, y, w, h], ...}}", index=i)
+            for k in anno:
+                if k not in _ANNO_KEYS:
+                    unknown.setdefault(bounded_repr(k, 40)[1:-1] if isinstance(k, str) else bounded_repr(k, 40),
+                                       []).append(i)
+            box = anno.get("bbox")
+            if box is not None and not (isinstance(box, (list, tuple)) and len(box) == 0):
+                raw_boxes[i] = _numbers(box, 4, f"{name}: annos[{i}] bbox", "4 finite numbers [x, y, w, h]", i,
+                                        "bbox")
+            alive.append(i)
+        except LayoutError as e:
+            reject(e)
     if unknown:
         warnings.append(_unknown_keys_warning(unknown))
+
+    fields: dict[int, dict] = {}
+    if drop_invalid:                         # everything that does not depend on the box format, once
+        for i in list(alive):
+            try:
+                fields[i] = _read_fields(i, annos[i], width, height, name, warnings)
+                probe = Instance(**fields[i])
+                if probe.modalities():
+                    _check(probe, i, width, height, name)
+            except LayoutError as e:
+                reject(e)
+                alive.remove(i)
+                raw_boxes.pop(i, None)
 
     if bbox_format == "auto":
         fmt, reason = decide_bbox_format(raw_boxes, width, height)
@@ -291,29 +430,19 @@ def load_layout(source: Any, bbox_format: str = "auto", truncate: bool = False) 
         fmt = bbox_format
 
     instances = []
-    for i, anno in enumerate(annos):
-        cap = anno.get("caption")
-        if not isinstance(cap, str) or not cap.strip():
-            raise LayoutError(f"{name}: annos[{i}] caption is {'missing' if cap is None else repr(cap)[:40]}; every "
-                              f"instance needs a phrase such as \"a red car\"", index=i, field="caption")
-        category = anno.get("category_name") or ""
-        inst = Instance(
-            caption=cap,
-            bbox=_fit_box(i, raw_boxes[i], fmt, width, height, name, warnings) if i in raw_boxes else None,
-            point=_read_optional_pair(i, anno, "point", name),
-            scribble=_read_scribble(i, anno.get("scribble"), name),
-            mask=_read_mask(i, anno.get("mask"), width, height, name, warnings),
-            category=category if isinstance(category, str) else str(category),
-        )
-        if not inst.modalities():
-            warnings.append(f"annos[{i}] ({cap[:40]!r}): no usable location (box, point, scribble or mask); "
-                            f"instance skipped")
-            continue
+    for i in alive:
         try:
-            check_instance(inst, i, width, height)
+            f = fields[i] if drop_invalid else _read_fields(i, annos[i], width, height, name, warnings)
+            bbox = _fit_box(i, raw_boxes[i], fmt, width, height, name, warnings) if i in raw_boxes else None
+            inst = Instance(bbox=bbox, **f)
+            if not inst.modalities():
+                warnings.append(f"annos[{i}] ({inst.caption[:40]!r}): no usable location (box, point, scribble or "
+                                f"mask); instance skipped")
+                continue
+            _check(inst, i, width, height, name)
         except LayoutError as e:
-            raise LayoutError(f"{name}: {str(e).replace(f'instance {i} ', f'annos[{i}] ', 1)}", index=i,
-                              field=e.field) from None
+            reject(e)
+            continue
         instances.append(inst)
 
     if len(instances) > MAX_INSTANCES:
@@ -327,7 +456,29 @@ def load_layout(source: Any, bbox_format: str = "auto", truncate: bool = False) 
     if not instances:
         warnings.append("no instances: the layout is empty")
     layout = Layout(width=width, height=height, caption=caption, instances=tuple(instances))
-    return LoadedLayout(layout=layout, caption=caption, warnings=warnings, bbox_format_used=fmt)
+    return LoadedLayout(layout=layout, caption=caption, warnings=warnings, bbox_format_used=fmt, dropped=dropped)
+
+
+def _read_fields(i: int, anno: dict, width: int, height: int, name: str, warnings: list[str]) -> dict:
+    """Every field of ``annos[i]`` except the box, read and converted (the caption checked)."""
+    cap = anno.get("caption")
+    if not isinstance(cap, str) or not cap.strip():
+        raise LayoutError(f"{name}: annos[{i}] caption is {'missing' if cap is None else bounded_repr(cap, 40)}; "
+                          f"every instance needs a phrase such as \"a red car\"", index=i, field="caption")
+    category = anno.get("category_name") or ""
+    return dict(caption=cap,
+                point=_read_optional_pair(i, anno, "point", name),
+                scribble=_read_scribble(i, anno.get("scribble"), name),
+                mask=_read_mask(i, anno.get("mask"), width, height, name, warnings),
+                category=category if isinstance(category, str) else bounded_repr(category, 40))
+
+
+def _check(inst: Instance, i: int, width: int, height: int, name: str) -> None:
+    try:
+        check_instance(inst, i, width, height)
+    except LayoutError as e:
+        raise LayoutError(f"{name}: {str(e).replace(f'instance {i} ', f'annos[{i}] ', 1)}", index=i,
+                          field=e.field) from None
 
 
 def layout_to_official(layout: Layout) -> dict:

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from .types import Layout, LayoutError
+from .types import MAX_CANVAS, Layout, LayoutError
 
 BACKGROUND = (250, 250, 250)
 MASK_ALPHA = 0.35
@@ -84,16 +84,20 @@ def _place_label(anchor, tw: int, th: int, out_w: int, out_h: int, placed) -> tu
 def draw_layout(layout: Layout, image=None, size: Sequence[int] | None = None) -> Image.Image:
     """Draw ``layout`` over ``image`` (array ``[H, W(, 3|4)]`` uint8 or float 0..1, or a PIL image) or over a blank
     canvas of the layout's size; ``size`` = (width, height) of the result (the image is resized to it)."""
-    if image is not None:
-        base = _to_rgb_image(image)
-    else:
-        base = Image.new("RGB", (layout.width, layout.height), BACKGROUND)
     if size is not None:
         w, h = int(size[0]), int(size[1])
         if w <= 0 or h <= 0:
             raise LayoutError(f"preview size: {w}x{h} must be positive")
-        if base.size != (w, h):
-            base = base.resize((w, h), Image.Resampling.BILINEAR)
+        _check_size(w, h, "preview size")
+    if image is not None:
+        if size is None:
+            shape = image.size if isinstance(image, Image.Image) else np.shape(image)[1::-1]
+            _check_size(int(shape[0]), int(shape[1]), "preview image")
+        base = _to_rgb_image(image)
+    else:
+        base = Image.new("RGB", (layout.width, layout.height), BACKGROUND)
+    if size is not None and base.size != (w, h):
+        base = base.resize((w, h), Image.Resampling.BILINEAR)
     out_w, out_h = base.size
     sx, sy = out_w / layout.width, out_h / layout.height
     line = max(2, round(min(out_w, out_h) / 200))
@@ -119,7 +123,8 @@ def draw_layout(layout: Layout, image=None, size: Sequence[int] | None = None) -
         colour = instance_colour(i)
         if inst.bbox is not None:
             x0, y0, x1, y1 = inst.bbox
-            draw.rectangle([x0 * sx, y0 * sy, x1 * sx - 1, y1 * sy - 1], outline=colour, width=line)
+            left, top = x0 * sx, y0 * sy         # a box under 1 px (0.5 px high is valid) is drawn as a line
+            draw.rectangle([left, top, max(left, x1 * sx - 1), max(top, y1 * sy - 1)], outline=colour, width=line)
         if inst.scribble is not None:
             pts = [(x * sx, y * sy) for x, y in inst.scribble]
             draw.line(pts, fill=colour, width=line, joint="curve")
@@ -147,6 +152,13 @@ def draw_layout(layout: Layout, image=None, size: Sequence[int] | None = None) -
             draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=instance_colour(i),
                          outline=(0, 0, 0), width=1)
     return canvas
+
+
+def _check_size(w: int, h: int, what: str) -> None:
+    if w > MAX_CANVAS or h > MAX_CANVAS:
+        raise LayoutError(f"{what}: {w}x{h} px is larger than {MAX_CANVAS} px per side (MAX_CANVAS); the preview "
+                          f"needs about 30 bytes per pixel. Scale the image down first (e.g. Upscale Image By 0.5) or "
+                          f"preview at a smaller size")
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -178,8 +190,8 @@ def cli_main(argv: Sequence[str]) -> int:
         background = Image.open(args.image) if args.image else None
         picture = draw_layout(loaded.layout, background, args.size)
         picture.save(args.out)
-    except (LayoutError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (LayoutError, OSError, ValueError, Image.DecompressionBombError) as e:   # ValueError: PIL, unknown
+        print(f"error: {e}", file=sys.stderr)                                         # output file extension
         return 2
     lay = loaded.layout
     print(f"{args.layout}: {len(lay.instances)} instances on a {lay.width}x{lay.height} canvas, "

@@ -18,10 +18,32 @@ class RLEError(ValueError):
     """A COCO mask could not be read; the message says which part is wrong."""
 
 
+# One run length in a counts string: 5 bits per character, so 8 characters hold 40 bits, far more than any
+# canvas has pixels. Without a bound, one number of n continuation characters costs O(n^2) big-integer work.
+MAX_RUN_CHARS = 8
+
+
+def _brief(value: Any, limit: int = 60) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"<integer of {value.bit_length()} bits>"
+    if isinstance(value, (list, tuple)) and len(value) > 12:
+        value = type(value)(value[:12])
+        text = repr(value)[:-1] + ", ...]"
+    else:
+        try:
+            text = repr(value)
+        except ValueError:                 # e.g. an integer too long to print
+            text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def decode_counts_string(text: str | bytes) -> list[int]:
     """Compressed COCO ``counts`` string -> run lengths."""
     if isinstance(text, bytes):
-        text = text.decode("ascii")
+        try:
+            text = text.decode("ascii")
+        except UnicodeDecodeError as e:
+            raise RLEError(f"counts string has a non-ASCII byte at position {e.start}") from None
     counts: list[int] = []
     p, n = 0, len(text)
     while p < n:
@@ -29,6 +51,9 @@ def decode_counts_string(text: str | bytes) -> list[int]:
         while more:
             if p >= n:
                 raise RLEError(f"counts string ends inside a number (at character {p}); the string is truncated")
+            if shift >= MAX_RUN_CHARS:
+                raise RLEError(f"counts string has a run length of more than {MAX_RUN_CHARS} characters (at "
+                               f"character {p}); no mask has runs that long, the counts are corrupt")
             c = ord(text[p]) - 48
             if not 0 <= c < 64:
                 raise RLEError(f"counts string has an invalid character {text[p]!r} at position {p}")
@@ -64,10 +89,10 @@ def runs_to_mask(counts: list[int], height: int, width: int) -> np.ndarray:
     """Run lengths (0s first, column-major) -> bool mask ``[height, width]``."""
     counts = [int(c) for c in counts]
     if any(c < 0 for c in counts):
-        raise RLEError(f"counts has a negative run length ({min(counts)}); the mask data is corrupt")
+        raise RLEError(f"counts has a negative run length ({_brief(min(counts))}); the mask data is corrupt")
     total = sum(counts)
     if total != height * width:
-        raise RLEError(f"counts cover {total} pixels but size [{height}, {width}] has {height * width}; the size "
+        raise RLEError(f"counts cover {_brief(total)} pixels but size [{height}, {width}] has {height * width}; the size "
                        f"or the counts are wrong (size is [height, width])")
     values = np.zeros(len(counts), dtype=bool)
     values[1::2] = True
@@ -96,7 +121,7 @@ def decode_rle(rle: dict) -> np.ndarray:
     size = rle["size"]
     if (not isinstance(size, (list, tuple)) or len(size) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
-        raise RLEError(f"RLE 'size' must be [height, width] as two positive integers, got {size!r:.60}")
+        raise RLEError(f"RLE 'size' must be [height, width] as two positive integers, got {_brief(size)}")
     h, w = size
     counts = rle["counts"]
     if isinstance(counts, (str, bytes)):
@@ -118,6 +143,17 @@ def encode_rle(mask: np.ndarray) -> dict:
     return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": encode_counts_string(mask_to_runs(mask))}
 
 
+MAX_COORDINATE = float(1 << 20)    # polygon vertices: far beyond any canvas, still exact for the rasteriser
+
+
+def _coordinate(v: Any) -> bool:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    if isinstance(v, int):
+        return abs(v) <= MAX_COORDINATE
+    return bool(np.isfinite(v)) and abs(v) <= MAX_COORDINATE
+
+
 def rasterize_polygons(polygons: Any, height: int, width: int) -> np.ndarray:
     """COCO polygon list ``[[x1, y1, x2, y2, ...], ...]`` (pixels) -> bool mask ``[height, width]`` (union of parts,
     filled with PIL, edges included)."""
@@ -127,9 +163,9 @@ def rasterize_polygons(polygons: Any, height: int, width: int) -> np.ndarray:
     draw = ImageDraw.Draw(canvas)
     for j, poly in enumerate(polygons):
         if (not isinstance(poly, (list, tuple)) or len(poly) < 6 or len(poly) % 2
-                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in poly)):
-            raise RLEError(f"polygon {j} must be a flat list of at least 3 (x, y) pairs of finite numbers "
-                           f"[x1, y1, x2, y2, x3, y3, ...], got {poly!r:.60}")
+                or not all(_coordinate(v) for v in poly)):
+            raise RLEError(f"polygon {j} must be a flat list of at least 3 (x, y) pairs of finite numbers within "
+                           f"+-{MAX_COORDINATE:g} px [x1, y1, x2, y2, x3, y3, ...], got {_brief(poly)}")
         pts = [(float(poly[i]), float(poly[i + 1])) for i in range(0, len(poly), 2)]
         draw.polygon(pts, fill=1, outline=1)
     return np.asarray(canvas, dtype=np.uint8) > 0

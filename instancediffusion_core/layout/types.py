@@ -29,6 +29,11 @@ from .mask_geometry import mask_extent
 
 MAX_INSTANCES = 30
 MODALITIES = ("box", "point", "scribble", "mask")
+# Largest canvas side in pixels, checked wherever a layout enters (files, nodes, editor, planner). SD1.5 generates at
+# 512-1024 px and coordinates are relative to the canvas, so 4096 leaves room for hires-fix and upscale canvases
+# (4x the largest SD1.5 size) while bounding memory: one mask is width x height bytes (16 MB at 4096^2, 30 of them
+# 0.5 GB; 30000^2 masks were 6.7 GiB) and Layout Preview needs ~30 bytes per pixel (0.5 GB at 4096^2).
+MAX_CANVAS = 4096
 
 
 class LayoutError(ValueError):
@@ -47,6 +52,10 @@ class LayoutError(ValueError):
 def _short(value: Any, limit: int = 80) -> str:
     if isinstance(value, np.ndarray):
         return f"array of shape {tuple(value.shape)} ({value.dtype})"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"<integer of {value.bit_length()} bits>"      # repr raises beyond 4300 digits
+    if isinstance(value, (list, tuple)) and len(value) > 16:
+        return _short(type(value)(value[:16]), limit)[:-1] + (", ...]" if isinstance(value, list) else ", ...)")
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
@@ -70,7 +79,10 @@ def _as_float_tuple(value: Any) -> Any:
     for v in items:
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
             return tuple(items)
-        out.append(float(v))
+        try:
+            out.append(float(v))
+        except OverflowError:              # an integer beyond float range: kept, reported as not finite
+            return tuple(items)
     return tuple(out)
 
 
@@ -319,6 +331,11 @@ def validate(layout: Layout) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise LayoutError(f"layout {name}: {_short(value)} is not a positive whole number of pixels; set the "
                               f"canvas size, e.g. 512")
+        if value > MAX_CANVAS:
+            raise LayoutError(f"layout {name}: {_short(value)} px is larger than {MAX_CANVAS} px, the most per side "
+                              f"(MAX_CANVAS: masks and previews cost memory per canvas pixel, and SD1.5 generates at "
+                              f"512-1024). Coordinates are relative to the canvas: use a smaller canvas, e.g. the "
+                              f"image size")
     if not isinstance(layout.caption, str):
         raise LayoutError(f"layout caption: {_short(layout.caption)} is not text; use a string (may be empty)")
     n = len(layout.instances)

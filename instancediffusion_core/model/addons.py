@@ -4,6 +4,10 @@ Fusers sit in nested ``ModuleDict``s that mirror their UNet path (``input_blocks
 ``transformer_blocks`` -> ``0`` -> ``fuser``), the ScaleU tensors are top-level parameters ``scaleu_b_<k>`` /
 ``scaleu_s_<k>`` and the tokenizer is ``position_net``. So ``state_dict()``, ``load_state_dict()``, ``.to()`` and
 safetensors round trips need no key mapping, and a partial file (only some fusers, no position net, ...) works.
+
+The layer classes come from an ``ops`` namespace (``ops.py``; default plain ``torch.nn``): a host builds the add-ons
+from its own cast-aware layers, or swaps them in later with ``use_ops``, and sets the dtype they compute in with
+``set_compute_dtype`` (storage may stay e.g. fp8).
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from torch import nn
 
 from .fuser import Fuser
 from .keys import ANY_FUSER_KEY, POSITION_NET_PREFIX, SCALEU_KEY
+from .ops import swap_ops
 from .position_net import PositionNet
 from .scaleu import scaleu
 
@@ -89,10 +94,10 @@ class InstanceDiffusionAddons(nn.Module):
 
     @classmethod
     def from_state_dict(cls, sd: Mapping[str, torch.Tensor], n_heads: int = 8,
-                        dtype: torch.dtype | None = None) -> "InstanceDiffusionAddons":
+                        dtype: torch.dtype | None = None, ops=None) -> "InstanceDiffusionAddons":
         """Build from official add-on keys (``position_net.*``, ``<block>.fuser.*``, ``scaleu_[bs]_<k>``), every size
         inferred from the shapes, and load strictly. Tensors already of ``dtype`` (default: the dict's most common
-        floating dtype) are used without a copy."""
+        floating dtype) are used without a copy. ``ops``: the layer classes (see ``ops.py``)."""
         dtype = dtype or _common_float_dtype(sd)
         posnet_sd: dict[str, torch.Tensor] = {}
         fuser_sds: dict[str, dict[str, torch.Tensor]] = {}
@@ -121,8 +126,9 @@ class InstanceDiffusionAddons(nn.Module):
                 raise ValueError(f"ScaleU block {k}: scaleu_b_{k} must be [C] and scaleu_s_{k} hold one value, got "
                                  f"{list(pair['b'].shape)} and {list(pair['s'].shape)}")
 
-        posnet = PositionNet.from_state_dict(posnet_sd, dtype=dtype) if posnet_sd else None
-        fusers = {p: Fuser.from_state_dict(f_sd, n_heads=n_heads, dtype=dtype) for p, f_sd in fuser_sds.items()}
+        posnet = PositionNet.from_state_dict(posnet_sd, dtype=dtype, ops=ops) if posnet_sd else None
+        fusers = {p: Fuser.from_state_dict(f_sd, n_heads=n_heads, dtype=dtype, ops=ops)
+                  for p, f_sd in fuser_sds.items()}
         with torch.device("meta"):
             addons = cls(None, None, {k: pair["b"].numel() for k, pair in scaleu_sd.items()})
         addons.load_state_dict({f"scaleu_{kind}_{k}": t.reshape(addons.get_parameter(f"scaleu_{kind}_{k}").shape)
@@ -132,6 +138,29 @@ class InstanceDiffusionAddons(nn.Module):
         for prefix in sorted(fusers, key=fuser_sort_key):
             addons._install_fuser(prefix, fusers[prefix])
         return addons
+
+    # ------------------------------------------------------------------------------------------------ placement
+
+    def use_ops(self, ops) -> "InstanceDiffusionAddons":
+        """Swap every Linear / LayerNorm / Conv2d for ``ops``' classes in place, keeping the parameter objects (a
+        host's cast-aware layers on weights that were built with plain ``torch.nn``). Returns self."""
+        swap_ops(self, ops)
+        return self
+
+    def set_compute_dtype(self, dtype: torch.dtype | None) -> "InstanceDiffusionAddons":
+        """The dtype the position net and the fusers compute in (None: their weights' dtype, float32 for fp8
+        weights). Differing from the storage dtype needs cast-aware ``ops``. Returns self."""
+        for m in self.modules():
+            if isinstance(m, (Fuser, PositionNet)):
+                m.compute_dtype = dtype
+        return self
+
+    @property
+    def compute_dtype(self) -> torch.dtype | None:
+        for m in self.modules():
+            if isinstance(m, (Fuser, PositionNet)):
+                return m.compute_dtype
+        return None
 
     # ------------------------------------------------------------------------------------------------ lookup
 
@@ -163,6 +192,10 @@ class InstanceDiffusionAddons(nn.Module):
     def text_dim(self) -> int | None:
         """Width of the per-instance text feature the position net takes (CLIP-L pooled: 768)."""
         return self.position_net.text_dim if self.position_net is not None else None
+
+    def fusers(self) -> list[Fuser]:
+        """The fusers in UNet execution order."""
+        return [self.fuser(p) for p in self._fuser_prefixes]
 
     def apply_scaleu(self, k: int, h: torch.Tensor, hs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """ScaleU of output block ``k``; ``(h, hs)`` unchanged when these weights have none for ``k``."""

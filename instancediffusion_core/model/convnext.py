@@ -3,7 +3,8 @@
 The official checkpoint stores the backbone as ``downsample_layers.{0..3}`` and ``stages.{i}.{j}.*`` (not timm's
 names), so this module uses exactly those names. Dims and depths are read from the weights, so the full
 ConvNeXt-T (96/192/384/768, depths 3/3/9/3) and tiny test variants load through the same code. No head and no
-final norm: the position net consumes the last stage's map.
+final norm: the position net consumes the last stage's map. Layers come from ``ops`` (see ``ops.py``); the
+parameters of non-leaf modules (``gamma``, the channels-first LayerNorm) are cast to the input at use.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .ops import TORCH_OPS, cast_like
 
 LAYER_NORM_EPS = 1e-6
 
@@ -34,24 +37,25 @@ class ChannelsFirstLayerNorm(nn.Module):
         mean = x.mean(1, keepdim=True)
         var = (x - mean).pow(2).mean(1, keepdim=True)
         x = (x - mean) / torch.sqrt(var + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
+        return cast_like(self.weight, x)[:, None, None] * x + cast_like(self.bias, x)[:, None, None]
 
 
 class ConvNeXtBlock(nn.Module):
     """depthwise 7x7 -> channels-last LN -> Linear(C, 4C) -> GELU -> Linear(4C, C) -> * gamma -> + input."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, ops=None):
         super().__init__()
-        self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
-        self.norm = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
-        self.pwconv1 = nn.Linear(dim, 4 * dim)
-        self.pwconv2 = nn.Linear(4 * dim, dim)
+        ops = ops or TORCH_OPS
+        self.dwconv = ops.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
+        self.norm = ops.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.pwconv1 = ops.Linear(dim, 4 * dim)
+        self.pwconv2 = ops.Linear(4 * dim, dim)
         self.gamma = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.dwconv(x).permute(0, 2, 3, 1)
         y = self.pwconv2(F.gelu(self.pwconv1(self.norm(y))))
-        y = self.gamma * y
+        y = cast_like(self.gamma, y) * y
         return x + y.permute(0, 3, 1, 2)
 
 
@@ -59,19 +63,20 @@ class ConvNeXt(nn.Module):
     """Stem (conv k4 s4 + LN) then, per stage i > 0, LN + conv k2 s2; each stage is ``depths[i]`` blocks."""
 
     def __init__(self, dims: Sequence[int] = (96, 192, 384, 768), depths: Sequence[int] = (3, 3, 9, 3),
-                 in_chans: int = 3):
+                 in_chans: int = 3, ops=None):
         super().__init__()
+        ops = ops or TORCH_OPS
         dims, depths = [int(d) for d in dims], [int(d) for d in depths]
         if not dims or len(dims) != len(depths):
             raise ValueError(f"ConvNeXt: dims {dims} and depths {depths} must be non-empty and of equal length")
         self.dims, self.depths, self.in_chans = tuple(dims), tuple(depths), int(in_chans)
-        layers = [nn.Sequential(nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4),
+        layers = [nn.Sequential(ops.Conv2d(in_chans, dims[0], kernel_size=4, stride=4),
                                 ChannelsFirstLayerNorm(dims[0]))]
         for i in range(1, len(dims)):
             layers.append(nn.Sequential(ChannelsFirstLayerNorm(dims[i - 1]),
-                                        nn.Conv2d(dims[i - 1], dims[i], kernel_size=2, stride=2)))
+                                        ops.Conv2d(dims[i - 1], dims[i], kernel_size=2, stride=2)))
         self.downsample_layers = nn.ModuleList(layers)
-        self.stages = nn.ModuleList(nn.Sequential(*[ConvNeXtBlock(d) for _ in range(n)])
+        self.stages = nn.ModuleList(nn.Sequential(*[ConvNeXtBlock(d, ops) for _ in range(n)])
                                     for d, n in zip(dims, depths))
 
     @property

@@ -4,6 +4,9 @@ Visual tokens attend over [visual tokens | projected grounding tokens]; only the
 are kept, so queries are computed for the Nv visual rows alone (keys/values still span all Nv + T tokens): the
 same result as the official full self-attention sliced afterwards, without its T extra query rows and without
 ever holding an (Nv + T)^2 score matrix (``scaled_dot_product_attention`` or the host's kernel).
+
+Where it runs is the caller's choice (see ``ops.py``): the fuser computes on ``x``'s device in its compute dtype,
+with the layer classes of ``ops`` and the ``attention`` function it is given (default: PyTorch SDPA).
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from typing import Callable, Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .ops import TORCH_OPS, cast_like, compute_dtype_for
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]
 
@@ -31,16 +36,17 @@ def sdpa_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int
 class GatedAttention(nn.Module):
     """Projections of the fuser's self-attention (official ``SelfAttention`` names: to_q/k/v, to_out.0)."""
 
-    def __init__(self, dim: int, heads: int):
+    def __init__(self, dim: int, heads: int, ops=None):
         super().__init__()
+        ops = ops or TORCH_OPS
         if dim % heads:
             raise ValueError(f"fuser width {dim} is not divisible by n_heads={heads}; pass the head count the "
                              f"weights were trained with (8 for InstanceDiffusion)")
         self.heads = int(heads)
-        self.to_q = nn.Linear(dim, dim, bias=False)
-        self.to_k = nn.Linear(dim, dim, bias=False)
-        self.to_v = nn.Linear(dim, dim, bias=False)
-        self.to_out = nn.Sequential(nn.Linear(dim, dim))
+        self.to_q = ops.Linear(dim, dim, bias=False)
+        self.to_k = ops.Linear(dim, dim, bias=False)
+        self.to_v = ops.Linear(dim, dim, bias=False)
+        self.to_out = nn.Sequential(ops.Linear(dim, dim))
 
     def forward(self, z: torch.Tensor, n_queries: int, attention: AttentionFn | None = None) -> torch.Tensor:
         """Attention output for the first ``n_queries`` rows of ``z`` (keys/values over all of ``z``)."""
@@ -51,9 +57,9 @@ class GatedAttention(nn.Module):
 
 
 class GEGLU(nn.Module):
-    def __init__(self, dim_in: int, dim_out: int):
+    def __init__(self, dim_in: int, dim_out: int, ops=None):
         super().__init__()
-        self.proj = nn.Linear(dim_in, 2 * dim_out)
+        self.proj = (ops or TORCH_OPS).Linear(dim_in, 2 * dim_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, gate = self.proj(x).chunk(2, dim=-1)
@@ -66,9 +72,10 @@ class GEGLU(nn.Module):
 class GEGLUFeedForward(nn.Module):
     """``net.0`` GEGLU(C -> 4C), ``net.1`` placeholder (official dropout, no weights), ``net.2`` Linear(4C -> C)."""
 
-    def __init__(self, dim: int, mult: int = 4):
+    def __init__(self, dim: int, mult: int = 4, ops=None):
         super().__init__()
-        self.net = nn.Sequential(GEGLU(dim, mult * dim), nn.Identity(), nn.Linear(mult * dim, dim))
+        ops = ops or TORCH_OPS
+        self.net = nn.Sequential(GEGLU(dim, mult * dim, ops), nn.Identity(), ops.Linear(mult * dim, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -78,19 +85,26 @@ class Fuser(nn.Module):
     """``forward(x [B,Nv,C], objs [B|1,T,D], scale, attention) -> [B,Nv,C]`` in ``x``'s dtype.
 
     ``x1 = x + scale * tanh(alpha_attn) * Attn(LN1([x | linear(objs)]))[:, :Nv]``,
-    ``x2 = x1 + scale * tanh(alpha_dense) * FF(LN2(x1))``. Computed in the parameters' dtype.
+    ``x2 = x1 + scale * tanh(alpha_dense) * FF(LN2(x1))``.
+
+    Computed on ``x``'s device in ``compute_dtype`` (None: the weights' dtype, or float32 for fp8 weights); with
+    ``TORCH_OPS`` the layers must already sit there in that dtype, with a cast-aware ``ops`` they may be anywhere
+    in any storage dtype. The gates are cast to the input at use (a host that streams leaf layers leaves them
+    where they are).
     """
 
-    def __init__(self, query_dim: int, context_dim: int = 768, n_heads: int = 8):
+    def __init__(self, query_dim: int, context_dim: int = 768, n_heads: int = 8, ops=None):
         super().__init__()
+        ops = ops or TORCH_OPS
         self.query_dim, self.context_dim = int(query_dim), int(context_dim)
-        self.linear = nn.Linear(self.context_dim, self.query_dim)
-        self.attn = GatedAttention(self.query_dim, n_heads)
-        self.ff = GEGLUFeedForward(self.query_dim)
-        self.norm1 = nn.LayerNorm(self.query_dim)
-        self.norm2 = nn.LayerNorm(self.query_dim)
+        self.linear = ops.Linear(self.context_dim, self.query_dim)
+        self.attn = GatedAttention(self.query_dim, n_heads, ops)
+        self.ff = GEGLUFeedForward(self.query_dim, ops=ops)
+        self.norm1 = ops.LayerNorm(self.query_dim)
+        self.norm2 = ops.LayerNorm(self.query_dim)
         self.alpha_attn = nn.Parameter(torch.tensor(0.0))
         self.alpha_dense = nn.Parameter(torch.tensor(0.0))
+        self.compute_dtype: torch.dtype | None = None
 
     @property
     def n_heads(self) -> int:
@@ -107,14 +121,14 @@ class Fuser(nn.Module):
 
     @classmethod
     def from_state_dict(cls, sd: Mapping[str, torch.Tensor], n_heads: int = 8,
-                        dtype: torch.dtype | None = None) -> "Fuser":
+                        dtype: torch.dtype | None = None, ops=None) -> "Fuser":
         """Build with sizes inferred from ``sd`` (head count is not stored in the weights) and load strictly.
 
         The tensors become the parameters (no copy when already ``dtype``); outside ``torch.inference_mode`` pass
         normal tensors (``InstanceDiffusionAddons.from_state_dict`` takes care of that).
         """
         with torch.device("meta"):
-            fuser = cls(n_heads=n_heads, **cls.config_from_state_dict(sd))
+            fuser = cls(n_heads=n_heads, ops=ops, **cls.config_from_state_dict(sd))
         dtype = dtype or sd["linear.weight"].dtype
         fuser.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=True, assign=True)
         return fuser
@@ -123,19 +137,18 @@ class Fuser(nn.Module):
                 attention: AttentionFn | None = None) -> torch.Tensor:
         if scale == 0:
             return x  # identity (tanh gates times 0); nothing to compute
-        w = self.linear.weight
         if x.ndim != 3 or x.shape[-1] != self.query_dim:
             raise ValueError(f"fuser input x: shape {list(x.shape)}, expected [B, Nv, {self.query_dim}]; this fuser "
                              f"belongs to a {self.query_dim}-wide transformer block")
         if objs.ndim != 3 or objs.shape[-1] != self.context_dim or objs.shape[0] not in (1, x.shape[0]):
             raise ValueError(f"fuser objs: shape {list(objs.shape)}, expected [{x.shape[0]} or 1, T, "
                              f"{self.context_dim}] (the position-net tokens)")
-        h = x.to(w.dtype)
-        o = self.linear(objs.to(device=w.device, dtype=w.dtype))
+        h = x.to(self.compute_dtype or compute_dtype_for(self.linear.weight.dtype))
+        o = self.linear(cast_like(objs, h))
         if o.shape[0] != h.shape[0]:
             o = o.expand(h.shape[0], -1, -1)
         n_visual = h.shape[1]
         a = self.attn(self.norm1(torch.cat([h, o], dim=1)), n_visual, attention)
-        h = h + scale * torch.tanh(self.alpha_attn) * a
-        h = h + scale * torch.tanh(self.alpha_dense) * self.ff(self.norm2(h))
+        h = h + scale * torch.tanh(cast_like(self.alpha_attn, h)) * a
+        h = h + scale * torch.tanh(cast_like(self.alpha_dense, h)) * self.ff(self.norm2(h))
         return h.to(x.dtype)

@@ -17,6 +17,7 @@ from torch import nn
 
 from .convnext import ConvNeXt
 from .fourier import fourier_embed
+from .ops import TORCH_OPS, cast_like, compute_dtype_for
 
 TEMPERATURE = 100
 
@@ -45,10 +46,11 @@ DROP_CONFIGS: dict[str, DropFlags] = {
 }
 
 
-def _mlp(in_dim: int, mid_dim: int, out_dim: int) -> nn.Sequential:
+def _mlp(in_dim: int, mid_dim: int, out_dim: int, ops=None) -> nn.Sequential:
     """Linear -> SiLU -> Linear -> SiLU -> Linear (state-dict indices .0, .2, .4)."""
-    return nn.Sequential(nn.Linear(in_dim, mid_dim), nn.SiLU(), nn.Linear(mid_dim, mid_dim), nn.SiLU(),
-                         nn.Linear(mid_dim, out_dim))
+    ops = ops or TORCH_OPS
+    return nn.Sequential(ops.Linear(in_dim, mid_dim), nn.SiLU(), ops.Linear(mid_dim, mid_dim), nn.SiLU(),
+                         ops.Linear(mid_dim, out_dim))
 
 
 def _seg_grid_side(n_seg_tokens: int, seg_feature_dim: int, convnext_channels: int) -> int:
@@ -71,14 +73,20 @@ class PositionNet(nn.Module):
 
     ``g`` holds the grounding tensors of DESIGN.md: ``boxes [B,N,4]``, ``masks [B,N]``, ``positive_embeddings
     [B,N,text_dim]``, ``points [B,N,2]`` (None -> box centre), ``scribbles [B,N,2P_s]``, ``polygons [B,N,2P_p]``
-    and ``segs [B,N,H,W]`` (None -> no seg pixels). Inputs are cast to the parameters' dtype and device.
+    and ``segs [B,N,H,W]`` (None -> no seg pixels).
+
+    Computes on the device of ``g["boxes"]`` (the caller decides where) in ``compute_dtype`` (None: the weights'
+    dtype, float32 for fp8 weights); the null features and ``pos_embedding`` are cast there at use. With the
+    default ``TORCH_OPS`` the layers must sit on that device in that dtype; a cast-aware ``ops`` lifts that.
     """
 
     def __init__(self, text_dim: int = 768, out_dim: int = 768, mid_dim: int = 3072, n_slots: int = 30,
                  num_freqs: int = 16, n_scribble_points: int = 20, n_polygon_points: int = 256,
                  convnext_dims=(96, 192, 384, 768), convnext_depths=(3, 3, 9, 3), convnext_in_chans: int = 3,
-                 n_seg_tokens: int = 64, seg_feature_dim: int | None = None):
+                 n_seg_tokens: int = 64, seg_feature_dim: int | None = None, ops=None):
         super().__init__()
+        ops = ops or TORCH_OPS
+        self.compute_dtype: torch.dtype | None = None
         self.text_dim, self.out_dim, self.mid_dim = int(text_dim), int(out_dim), int(mid_dim)
         self.n_slots, self.num_freqs = int(n_slots), int(num_freqs)
         self.n_scribble_points, self.n_polygon_points = int(n_scribble_points), int(n_polygon_points)
@@ -98,14 +106,14 @@ class PositionNet(nn.Module):
         self.null_seg_feature = nn.Parameter(torch.zeros(self.seg_feature_dim))
 
         self.linears_list = nn.ModuleList([
-            _mlp(self.text_dim + box_dim, self.mid_dim, self.out_dim),
-            _mlp(self.text_dim + point_dim, self.mid_dim, self.out_dim),
-            _mlp(self.text_dim + scribble_dim, self.mid_dim, self.out_dim),
-            _mlp(self.text_dim + polygon_dim, self.mid_dim, self.out_dim),
-            _mlp(self.seg_feature_dim, self.mid_dim, self.out_dim),
+            _mlp(self.text_dim + box_dim, self.mid_dim, self.out_dim, ops),
+            _mlp(self.text_dim + point_dim, self.mid_dim, self.out_dim, ops),
+            _mlp(self.text_dim + scribble_dim, self.mid_dim, self.out_dim, ops),
+            _mlp(self.text_dim + polygon_dim, self.mid_dim, self.out_dim, ops),
+            _mlp(self.seg_feature_dim, self.mid_dim, self.out_dim, ops),
         ])
-        self.in_conv = nn.Conv2d(self.n_slots, int(convnext_in_chans), kernel_size=3, stride=1, padding=1)
-        self.convnext_tiny_backbone = ConvNeXt(convnext_dims, convnext_depths, in_chans=convnext_in_chans)
+        self.in_conv = ops.Conv2d(self.n_slots, int(convnext_in_chans), kernel_size=3, stride=1, padding=1)
+        self.convnext_tiny_backbone = ConvNeXt(convnext_dims, convnext_depths, in_chans=convnext_in_chans, ops=ops)
         self.pos_embedding = nn.Parameter(torch.zeros(1, self.n_seg_tokens, self.seg_feature_dim))
         side = _seg_grid_side(self.n_seg_tokens, self.seg_feature_dim, self.convnext_tiny_backbone.out_channels)
         # the seg input size whose ConvNeXt map has exactly the cells the raw reshape needs (512 for SD1.5)
@@ -153,13 +161,14 @@ class PositionNet(nn.Module):
         }
 
     @classmethod
-    def from_state_dict(cls, sd: Mapping[str, torch.Tensor], dtype: torch.dtype | None = None) -> "PositionNet":
+    def from_state_dict(cls, sd: Mapping[str, torch.Tensor], dtype: torch.dtype | None = None,
+                        ops=None) -> "PositionNet":
         """Build with every size inferred from ``sd`` and load it strictly (tensors are used without a copy when
         already of ``dtype``; default: the state dict's floating dtype). Outside ``torch.inference_mode`` pass normal
         tensors, not inference tensors (``InstanceDiffusionAddons.from_state_dict`` takes care of that)."""
         config = cls.config_from_state_dict(sd)
         with torch.device("meta"):
-            net = cls(**config)
+            net = cls(**config, ops=ops)
         dtype = dtype or next((t.dtype for t in sd.values() if t.is_floating_point()), torch.float32)
         net.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=True, assign=True)
         return net
@@ -170,6 +179,9 @@ class PositionNet(nn.Module):
     def n_tokens(self) -> int:
         return 4 * self.n_slots + self.n_seg_tokens
 
+    def _compute_dtype(self) -> torch.dtype:
+        return self.compute_dtype or compute_dtype_for(self.linears_list[0][0].weight.dtype)
+
     def _resize_segs(self, segs: torch.Tensor) -> torch.Tensor:
         if tuple(segs.shape[-2:]) == (self.seg_size, self.seg_size):
             return segs
@@ -177,8 +189,7 @@ class PositionNet(nn.Module):
 
     def seg_features(self, segs: torch.Tensor) -> torch.Tensor:
         """``segs [B,N,H,W]`` -> ConvNeXt map ``[B, C, h, w]`` (resized to ``seg_size`` by nearest if needed)."""
-        p = self.in_conv.weight
-        x = self._resize_segs(segs.to(device=p.device, dtype=p.dtype))
+        x = self._resize_segs(segs.to(dtype=self._compute_dtype()))
         return self.convnext_tiny_backbone(self.in_conv(x))
 
     def _seg_tokens(self, segs: torch.Tensor) -> torch.Tensor:
@@ -201,14 +212,17 @@ class PositionNet(nn.Module):
             if g.get(key) is None:
                 raise ValueError(f"grounding '{key}' is missing; the position net needs boxes, masks and "
                                  f"positive_embeddings (zeros for absent instances)")
-        ref = self.null_positive_feature
-        dev, dt = ref.device, ref.dtype
+        dev, dt = g["boxes"].device, self._compute_dtype()
 
         def get(name):
             t = g.get(name)
             return None if t is None else t.to(device=dev, dtype=dt)
 
         boxes = get("boxes")
+
+        def param(p):
+            return cast_like(p, boxes)
+
         B, N = boxes.shape[0], self.n_slots
         self._check("boxes", boxes, (B, N, 4))
         masks = get("masks")
@@ -235,14 +249,14 @@ class PositionNet(nn.Module):
         def embed(coords, keep, null):
             return fourier_embed(coords, self.num_freqs, TEMPERATURE).to(dt) * keep + (1 - keep) * null.view(1, 1, -1)
 
-        text = text * m + (1 - m) * self.null_positive_feature.view(1, 1, -1)
-        e_box = embed(boxes, none if drop_boxes else m, self.null_position_feature)
-        e_point = embed(points, none if drop.points else m, self.null_point_feature)
+        text = text * m + (1 - m) * param(self.null_positive_feature).view(1, 1, -1)
+        e_box = embed(boxes, none if drop_boxes else m, param(self.null_position_feature))
+        e_point = embed(points, none if drop.points else m, param(self.null_point_feature))
         scribble_keep = none if drop.scribbles else ((scribbles.sum(-1, keepdim=True) + m) > 0).to(dt)
-        e_scribble = embed(scribbles, scribble_keep, self.null_scribble_feature)
+        e_scribble = embed(scribbles, scribble_keep, param(self.null_scribble_feature))
         polygon_keep = none if drop.masks else ((polygons.sum(-1, keepdim=True) + m) > 0).to(dt)
-        e_polygon = embed(polygons, polygon_keep, self.null_polygon_feature)
-        seg = self._seg_embedding(g.get("segs"), B, drop.masks)
+        e_polygon = embed(polygons, polygon_keep, param(self.null_polygon_feature))
+        seg = self._seg_embedding(g.get("segs"), B, drop.masks, boxes)
 
         lin = self.linears_list
         tokens = torch.cat([
@@ -254,7 +268,8 @@ class PositionNet(nn.Module):
         ], dim=1)
         return tokens, bool(drop_boxes and drop.masks)
 
-    def _seg_embedding(self, segs: torch.Tensor | None, batch: int, drop_masks: bool) -> torch.Tensor:
+    def _seg_embedding(self, segs: torch.Tensor | None, batch: int, drop_masks: bool,
+                       ref: torch.Tensor) -> torch.Tensor:
         """Seg branch before its MLP: ``keep * tokens + (1 - keep) * null + pos_embedding``, keep per image.
 
         The ConvNeXt runs only for images whose keep is 1 (seg pixels present and masks not dropped). For the
@@ -263,7 +278,8 @@ class PositionNet(nn.Module):
         batches: the CFG-uncond null input, box/point-only layouts). Keep is decided on the segs after the
         nearest resize, like the official code.
         """
-        null = self.null_seg_feature.view(1, 1, -1).expand(batch, self.n_seg_tokens, -1)
+        null = cast_like(self.null_seg_feature, ref).view(1, 1, -1).expand(batch, self.n_seg_tokens, -1)
+        pos = cast_like(self.pos_embedding, ref)
         keep = None
         if segs is not None and not drop_masks:
             self._check("segs", segs, (batch, self.n_slots, None, None))
@@ -272,25 +288,32 @@ class PositionNet(nn.Module):
             segs = self._resize_segs(segs)      # on the caller's device: only kept images are moved
             keep = segs.sum(dim=(1, 2, 3), dtype=torch.float32) > 0
         if keep is None or not bool(keep.any()):
-            return null + self.pos_embedding
+            return null + pos
         emb = null.clone()
         idx = keep.nonzero().flatten()
-        emb[idx.to(emb.device)] = self._seg_tokens(segs[idx])
-        return emb + self.pos_embedding
+        emb[idx.to(emb.device)] = self._seg_tokens(segs[idx].to(emb.device))
+        return emb + pos
 
     @torch.no_grad()
-    def null_tokens(self, batch: int = 1) -> torch.Tensor:
-        """Tokens of the all-zero grounding (CFG-uncond), for any drop config.
+    def null_tokens(self, batch: int = 1, device: torch.device | str | None = None) -> torch.Tensor:
+        """Tokens of the all-zero grounding (CFG-uncond), for any drop config, computed on ``device`` (default:
+        where the first MLP's weight is) in the compute dtype.
 
         With every mask, coordinate and seg at zero every keep is 0, so each modality's input is its null
         feature: one MLP row per modality suffices (no ConvNeXt, no 30-row batches).
         """
         lin = self.linears_list
-        text = self.null_positive_feature.view(1, 1, -1)
-        rows = [lin[i](torch.cat([text, null.view(1, 1, -1)], dim=-1))
+        device = torch.device(device) if device is not None else lin[0][0].weight.device
+        ref = torch.empty((), device=device, dtype=self._compute_dtype())
+
+        def param(p):
+            return cast_like(p, ref)
+
+        text = param(self.null_positive_feature).view(1, 1, -1)
+        rows = [lin[i](torch.cat([text, param(null).view(1, 1, -1)], dim=-1))
                 for i, null in enumerate((self.null_position_feature, self.null_point_feature,
                                           self.null_scribble_feature, self.null_polygon_feature))]
-        seg = lin[4](self.null_seg_feature.view(1, 1, -1) + self.pos_embedding)
+        seg = lin[4](param(self.null_seg_feature).view(1, 1, -1) + param(self.pos_embedding))
         tokens = torch.cat([r.expand(1, self.n_slots, -1) for r in rows] + [seg], dim=1)
         return tokens.expand(int(batch), -1, -1).contiguous()
 

@@ -8,7 +8,15 @@ repair is reported instead of silently guessed.
 Transport: the chat-completions endpoint (``POST {base_url}/chat/completions``) of OpenAI, llama.cpp's
 ``llama-server``, vLLM, Ollama, LM Studio..., spoken with ``urllib`` only. The API key is read from the
 environment variable whose NAME is given, so a workflow file never contains it; it is sent only as the
-``Authorization`` header and scrubbed from every message this module produces.
+``Authorization`` header and scrubbed from every message this module produces (before anything is excerpted).
+Redirects are never followed: urllib would resend the header to the new host, and a redirected POST becomes a
+GET that no chat endpoint answers anyway. ``timeout`` bounds the whole call (connecting, waiting, reading the
+reply), not each socket read: a watchdog closes the connection at the deadline. A reply is at most
+``MAX_REPLY_BYTES``, read in small chunks.
+
+Parsing is linear in the reply's size (a reply is untrusted text: a regex with a lazy ``.*?`` per ``<think>`` or
+code fence is quadratic when the closing tag is missing), and the repair is one pass: every instance is validated
+once and the invalid ones are dropped together.
 
 Caching: a reply is cached under a key built from every input that can change it (description, canvas, max
 instances, endpoint, model, seed, temperature and the prompt version), in memory and optionally as one JSON file
@@ -18,12 +26,15 @@ layout are cached; the raw reply is stored, so parser fixes apply to cached repl
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
+import math
 import os
 import re
 import socket
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -31,13 +42,19 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..layout.types import Layout, LayoutError, MAX_INSTANCES
-from ..layout.json_io import load_layout
+from ..layout.types import Layout, LayoutError, MAX_CANVAS, MAX_INSTANCES
+from ..layout.json_io import JSON_DECODER, bounded_repr, load_layout
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8080/v1"
 DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
 PROMPT_VERSION = "1"
 REPLY_EXCERPT_CHARS = 600
+# A chat completion carrying a layout is a few KB (tens with a reasoning model's thoughts); 2 MiB is far beyond
+# any real reply and bounds the memory and the parsing time of a hostile one.
+MAX_REPLY_BYTES = 2 << 20
+MAX_ERROR_BODY_BYTES = 64 << 10       # an HTTP error's body: only excerpted
+_READ_CHUNK = 64 << 10
+MAX_REPAIR_NOTES = 20                 # dropped objects reported one by one; the rest are counted
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 SYSTEM_PROMPT = """\
@@ -112,18 +129,24 @@ def validate_request(req: PlanRequest) -> None:
     for name in ("width", "height"):
         v = getattr(req, name)
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise PlannerError(f"{name}: {v!r} is not a positive whole number of pixels; use e.g. 512")
+            raise PlannerError(f"{name}: {bounded_repr(v, 40)} is not a positive whole number of pixels; use e.g. 512")
+        if v > MAX_CANVAS:
+            raise PlannerError(f"{name}: {v} px is larger than {MAX_CANVAS} px per side (MAX_CANVAS: layouts are "
+                               f"relative to the canvas, and masks and previews cost memory per pixel); plan at the "
+                               f"image size, e.g. 512 or 768")
     m = req.max_instances
     if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= MAX_INSTANCES:
-        raise PlannerError(f"max_instances: {m!r} must be between 1 and {MAX_INSTANCES} (the model has "
-                           f"{MAX_INSTANCES} instance slots)")
+        raise PlannerError(f"max_instances: {bounded_repr(m, 40)} must be between 1 and {MAX_INSTANCES} (the model "
+                           f"has {MAX_INSTANCES} instance slots)")
     if not isinstance(req.model, str):
-        raise PlannerError(f"model: {req.model!r} is not text; give the model name the server expects")
-    if isinstance(req.seed, bool) or not isinstance(req.seed, int):
-        raise PlannerError(f"seed: {req.seed!r} is not a whole number")
+        raise PlannerError(f"model: {bounded_repr(req.model, 40)} is not text; give the model name the server "
+                           f"expects")
+    if isinstance(req.seed, bool) or not isinstance(req.seed, int) or not -2 ** 63 <= req.seed < 2 ** 63:
+        raise PlannerError(f"seed: {bounded_repr(req.seed, 40)} is not a whole number that fits 64 bits")
     t = req.temperature
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= float(t) <= 2.0:
-        raise PlannerError(f"temperature: {t!r} must be between 0 and 2 (0 = most repeatable)")
+        raise PlannerError(f"temperature: {bounded_repr(t, 40)} must be a number between 0 and 2 (0 = most "
+                           f"repeatable; NaN and infinity are not allowed)")
     normalize_base_url(req.base_url)
 
 
@@ -153,7 +176,22 @@ def read_api_key(api_key_env: str) -> str | None:
 
 
 def _scrub(text: str, secret: str | None) -> str:
-    return text.replace(secret, "***") if secret else text
+    if not secret:
+        return text
+    for form in {secret, urllib.parse.quote(secret, safe=""), json.dumps(secret)[1:-1]}:
+        text = text.replace(form, "***")
+    return text
+
+
+def _scrubbed_body(text: str, key: str | None) -> str:
+    """A response body as it may be quoted: JSON is re-serialised first (a server could hide the key behind
+    ``\\u`` escapes), then every form of the key is replaced. Linear in the body's size."""
+    if key:
+        try:
+            text = json.dumps(JSON_DECODER.decode(text), ensure_ascii=False)
+        except (ValueError, RecursionError):
+            pass
+    return _scrub(text, key)
 
 
 def _excerpt(text: str, limit: int = REPLY_EXCERPT_CHARS) -> str:
@@ -164,69 +202,220 @@ def _excerpt(text: str, limit: int = REPLY_EXCERPT_CHARS) -> str:
     return f"{text[:half]} [... {len(text) - 2 * half} characters ...] {text[-half:]}"
 
 
+def _check_timeout(timeout: Any) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) \
+            or timeout <= 0:
+        raise PlannerError(f"timeout: {bounded_repr(timeout, 40)} must be a positive, finite number of seconds "
+                           f"(the most the whole request may take), e.g. 120")
+    return float(timeout)
+
+
 def chat_completion(req: PlanRequest, api_key_env: str = DEFAULT_API_KEY_ENV, timeout: float = 120.0,
                     json_mode: bool = True) -> str:
     """POST the planner messages to ``{base_url}/chat/completions`` and return the reply text.
 
     ``json_mode`` asks for ``response_format: json_object``; servers that refuse that field (HTTP 400 naming it)
-    are asked again without it. HTTP and network failures raise ``PlannerError`` naming the endpoint and the fix."""
+    are asked again without it, within the same deadline. HTTP and network failures raise ``PlannerError`` naming
+    the endpoint and the fix; no message ever contains the API key."""
+    deadline = _Deadline(_check_timeout(timeout))
     key = read_api_key(api_key_env)
+    try:
+        return _scrub(_chat(req, api_key_env, key, deadline, json_mode), key)
+    except PlannerError as e:
+        raise type(e)(_scrub(str(e), key)) from None
+
+
+def _chat(req: PlanRequest, api_key_env: str, key: str | None, deadline: "_Deadline", json_mode: bool) -> str:
     endpoint = normalize_base_url(req.base_url) + "/chat/completions"
     body: dict[str, Any] = {"model": req.model, "messages": build_messages(req),
                             "temperature": float(req.temperature), "seed": int(req.seed)}
     if json_mode:
         body["response_format"] = {"type": "json_object"}
     try:
-        status, text = _post(endpoint, body, key, timeout)
+        status, text = _post(endpoint, body, key, deadline)
     except _HTTPFailure as e:
         if json_mode and e.status == 400 and "response_format" in e.body:
-            return chat_completion(req, api_key_env, timeout, json_mode=False)
-        raise PlannerError(_scrub(_http_failure_message(e, endpoint, api_key_env, key, req.model), key)) from None
-    return _scrub(_reply_content(text, endpoint), key)
+            return _chat(req, api_key_env, key, deadline, json_mode=False)
+        raise PlannerError(_http_failure_message(e, endpoint, api_key_env, key, req.model)) from None
+    return _reply_content(text, endpoint, key)
 
 
 class _HTTPFailure(Exception):
-    def __init__(self, status: int, body: str):
+    def __init__(self, status: int, body: str, location: str = ""):
         super().__init__(status)
-        self.status, self.body = status, body
+        self.status, self.body, self.location = status, body, location
 
 
-def _post(endpoint: str, body: dict, key: str | None, timeout: float) -> tuple[int, str]:
+class _Deadline:
+    """The end of one planner call: the time left for each blocking step, and a watchdog that shuts the call's
+    sockets down at the end (a socket timeout bounds one read only; a server trickling one byte a second, or its
+    headers, would keep the call alive for ever)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+        self.expired = False
+        self._sockets: list = []
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def watch(self, sock) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            expired = self.expired
+        if expired:
+            _shutdown(sock)
+
+    def __enter__(self) -> "_Deadline":
+        self._timer = threading.Timer(max(self.left(), 0.0), self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._lock:
+            self._sockets.clear()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shutdown(sock)
+
+
+def _shutdown(sock) -> None:
+    try:      # the plain socket's shutdown (an SSLSocket's own would also drop its SSL object under the reader)
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except (OSError, TypeError):
+        pass
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects are reported, never followed (urllib would resend Authorization to whatever host they name)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None                                  # -> HTTPError(code), handled as a failure
+
+
+def _watched(connection_class, deadline: _Deadline):
+    class Watched(connection_class):
+        def connect(self):
+            super().connect()
+            deadline.watch(self.sock)
+    return Watched
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def http_open(self, req):
+        return self.do_open(_watched(http.client.HTTPConnection, self.deadline), req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def https_open(self, req):
+        return self.do_open(_watched(http.client.HTTPSConnection, self.deadline), req, context=self._context)
+
+
+def _timeout_error(endpoint: str, deadline: _Deadline) -> PlannerError:
+    return PlannerError(f"{endpoint}: no complete reply within {deadline.seconds:g} s (timeout; it bounds the whole "
+                        f"request: connecting, waiting and reading the reply); raise 'timeout', use a smaller or "
+                        f"faster model, or check that the server is not busy")
+
+
+def _read_limited(response, limit: int, deadline: _Deadline, endpoint: str, what: str, strict: bool = True) -> bytes:
+    """The body in chunks of at most ``_READ_CHUNK``, checking the deadline between reads and the size as it
+    grows; ``strict=False`` (error bodies) cuts at ``limit`` instead of failing."""
+    length = response.headers.get("Content-Length") if getattr(response, "headers", None) is not None else None
+    if strict and length and length.strip().isdigit() and int(length) > limit:
+        raise PlannerError(f"{endpoint}: the {what} is {int(length):,} bytes, more than the {limit:,}-byte limit "
+                           f"(MAX_REPLY_BYTES; a layout reply is a few KB). Check that base_url is an "
+                           f"OpenAI-compatible chat-completions API")
+    read = getattr(response, "read1", None) or response.read
+    chunks, total = [], 0
+    while True:
+        if deadline.expired or deadline.left() <= 0:
+            raise _timeout_error(endpoint, deadline)
+        chunk = read(_READ_CHUNK)
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > limit:
+            if not strict:
+                chunks.append(chunk[:len(chunk) - (total - limit)])
+                break
+            raise PlannerError(f"{endpoint}: the {what} is larger than the {limit:,}-byte limit (MAX_REPLY_BYTES; "
+                               f"a layout reply is a few KB); stopped reading. Check that base_url is an "
+                               f"OpenAI-compatible chat-completions API")
+        chunks.append(chunk)
+    if deadline.expired:                             # the watchdog closed the socket: not the end of the body
+        raise _timeout_error(endpoint, deadline)
+    if strict and getattr(response, "length", None):
+        raise PlannerError(f"{endpoint}: the connection closed {response.length:,} bytes before the end of the "
+                           f"{what}; check the server and run again")
+    return b"".join(chunks)
+
+
+def _post(endpoint: str, body: dict, key: str | None, deadline: _Deadline) -> tuple[int, str]:
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
     request = urllib.request.Request(endpoint, data=json.dumps(body).encode("utf-8"), headers=headers,
                                      method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read().decode("utf-8", errors="replace")
-    except urllib.error.HTTPError as e:
+    opener = urllib.request.build_opener(_RefuseRedirects, _HTTPHandler(deadline), _HTTPSHandler(deadline))
+    with deadline:
         try:
-            detail = e.read().decode("utf-8", errors="replace")
-        except Exception:  # noqa: BLE001 - the status alone is still useful
-            detail = ""
-        raise _HTTPFailure(e.code, _scrub(detail, key)) from None
-    except (socket.timeout, TimeoutError) as e:
-        raise PlannerError(f"{endpoint}: no reply within {timeout:g} s (timeout); raise 'timeout', use a smaller or "
-                           f"faster model, or check that the server is not busy") from e
-    except urllib.error.URLError as e:
-        reason = e.reason
-        if isinstance(reason, (socket.timeout, TimeoutError)):
-            raise PlannerError(f"{endpoint}: no connection within {timeout:g} s (timeout); check base_url and that "
-                               f"the server is reachable") from None
-        if isinstance(reason, ConnectionRefusedError):
-            raise PlannerError(f"{endpoint}: connection refused; nothing listens there. Start the server (e.g. "
-                               f"llama.cpp: llama-server -m model.gguf --port 8080) or fix base_url") from None
-        if isinstance(reason, socket.gaierror):
-            raise PlannerError(f"{endpoint}: host name not found ({reason}); fix base_url") from None
-        raise PlannerError(f"{endpoint}: could not connect ({reason}); check base_url and the server") from None
-    except (ConnectionError, OSError) as e:
-        raise PlannerError(f"{endpoint}: connection failed ({type(e).__name__}: {e}); check the server and "
-                           f"base_url") from None
+            with opener.open(request, timeout=max(min(deadline.seconds, deadline.left()), 0.001)) as response:
+                data = _read_limited(response, MAX_REPLY_BYTES, deadline, endpoint, "reply")
+                return response.status, data.decode("utf-8", errors="replace")
+        except PlannerError:
+            raise
+        except urllib.error.HTTPError as e:
+            try:
+                detail = _read_limited(e, MAX_ERROR_BODY_BYTES, deadline, endpoint, "error body", strict=False)
+                detail = detail.decode("utf-8", errors="replace")
+            except Exception:  # noqa: BLE001 - the status alone is still useful
+                detail = ""
+            location = (e.headers.get("Location") or "") if e.headers is not None else ""
+            raise _HTTPFailure(e.code, _scrubbed_body(detail, key), _scrub(location[:300], key)) from None
+        except (socket.timeout, TimeoutError):
+            raise _timeout_error(endpoint, deadline) from None
+        except urllib.error.URLError as e:
+            reason = e.reason
+            if deadline.expired or isinstance(reason, (socket.timeout, TimeoutError)):
+                raise _timeout_error(endpoint, deadline) from None
+            if isinstance(reason, ConnectionRefusedError):
+                raise PlannerError(f"{endpoint}: connection refused; nothing listens there. Start the server (e.g. "
+                                   f"llama.cpp: llama-server -m model.gguf --port 8080) or fix base_url") from None
+            if isinstance(reason, socket.gaierror):
+                raise PlannerError(f"{endpoint}: host name not found ({reason}); fix base_url") from None
+            raise PlannerError(f"{endpoint}: could not connect ({reason}); check base_url and the server") from None
+        except (ConnectionError, OSError, http.client.HTTPException) as e:
+            if deadline.expired:
+                raise _timeout_error(endpoint, deadline) from None
+            raise PlannerError(f"{endpoint}: connection failed ({type(e).__name__}: {bounded_repr(str(e), 200)}); "
+                               f"check the server and base_url") from None
 
 
 def _http_failure_message(e: _HTTPFailure, endpoint: str, api_key_env: str, key: str | None, model: str) -> str:
     detail = f" Server said: {_excerpt(e.body, 300)}" if e.body.strip() else ""
+    if 300 <= e.status < 400:
+        where = f" to {e.location!r}" if e.location else ""
+        return (f"{endpoint}: HTTP {e.status} redirect{where}; redirects are not followed (the API key must never "
+                f"go to another address, and a redirected POST cannot reach a chat endpoint). Set base_url to the "
+                f"final address of the API (e.g. https:// instead of http://, or the path ending in /v1).")
     if e.status in (401, 403):
         sent = (f"the key from ${api_key_env} was rejected" if key else
                 f"no key was sent because the environment variable {api_key_env or '(none)'} is not set")
@@ -244,20 +433,26 @@ def _http_failure_message(e: _HTTPFailure, endpoint: str, api_key_env: str, key:
     return f"{endpoint}: HTTP {e.status}; check base_url, model {model!r} and the server log.{detail}"
 
 
-def _reply_content(text: str, endpoint: str) -> str:
-    """The assistant message text of a chat-completions response body."""
+def _reply_content(text: str, endpoint: str, key: str | None = None) -> str:
+    """The assistant message text of a chat-completions response body; every excerpt of the body is scrubbed of
+    the key before it is cut (a cut could leave half a key that no scrub recognises)."""
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
+        data = JSON_DECODER.decode(text)
+    except (ValueError, RecursionError):
         raise PlannerError(f"{endpoint}: the response is not JSON, so this is not a chat-completions endpoint; "
-                           f"check base_url (it should end in /v1). Response: {_excerpt(text, 300)!r}") from None
+                           f"check base_url (it should end in /v1). Response: "
+                           f"{_excerpt(_scrub(text, key), 300)!r}") from None
     try:
         content = data["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError):
         err = data.get("error") if isinstance(data, dict) else None
-        why = f" The server reported: {_excerpt(json.dumps(err), 300)}" if err else ""
+        try:
+            why = f" The server reported: {_excerpt(_scrub(json.dumps(err), key), 300)}" if err else ""
+        except (ValueError, RecursionError):
+            why = ""
         raise PlannerError(f"{endpoint}: the response has no choices[0].message.content; is this an OpenAI "
-                           f"chat-completions endpoint?{why} Response: {_excerpt(text, 300)!r}") from None
+                           f"chat-completions endpoint?{why} Response: "
+                           f"{_excerpt(_scrubbed_body(text, key), 300)!r}") from None
     if not isinstance(content, str) or not content.strip():
         raise PlanReplyError(f"{endpoint}: the model returned an empty message; try another seed or model")
     return content
@@ -265,50 +460,161 @@ def _reply_content(text: str, endpoint: str) -> str:
 
 # --------------------------------------------------------------------------------------------- reply parsing
 
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_-]*)[ \t]*\r?\n?(.*?)```", re.S)
-_THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
-_TRAILING_COMMA = re.compile(r",(\s*[}\]])")
+_TRAILING_COMMA = re.compile(r",(\s*[}\]])")          # linear: each comma scans only the blanks after it
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")   # keeps every index
+_IDENT = re.compile(r"[ \t]*[A-Za-z0-9_-]*[ \t]*\r?\n?")
+_OPEN = re.compile(r"[{\[]")
+_IN_VALUE = re.compile(r'["{}\[\]]')
+_IN_STRING = re.compile(r'["\\\n]')
+_PAIR = {"}": "{", "]": "["}
+_RAW_DECODE_TRIES = 128               # each try is linear, so a fixed number of them keeps extraction linear
+
+
+def _strip_think(text: str) -> tuple[str, bool]:
+    """``text`` without its ``<think>...</think>`` blocks (tags in any case; an unclosed block stays), by
+    ``str.find``: linear, where the regex ``<think>.*?</think>`` rescans to the end for every unclosed tag."""
+    low = text.translate(_ASCII_LOWER)
+    parts, pos, removed = [], 0, False
+    while True:
+        i = low.find("<think>", pos)
+        if i < 0:
+            break
+        j = low.find("</think>", i + 7)
+        if j < 0:
+            break
+        parts.append(text[pos:i])
+        pos, removed = j + 8, True
+    parts.append(text[pos:])
+    return "".join(parts), removed
+
+
+def _fence_bodies(text: str) -> list[str]:
+    """The contents of ```...``` code fences (an optional language word after the opening fence), linear."""
+    bodies, pos = [], 0
+    while True:
+        a = text.find("```", pos)
+        if a < 0:
+            return bodies
+        b = text.find("```", a + 3)
+        if b < 0:
+            return bodies
+        head = _IDENT.match(text, a + 3, b)
+        bodies.append(text[head.end():b].strip())
+        pos = b + 3
+
+
+def _balanced_spans(text: str) -> list[tuple[tuple[int, int] | None, list[tuple[int, int]]]]:
+    """Top-level ``{...}`` / ``[...]`` spans of ``text`` (brackets inside JSON strings ignored, quotes in the prose
+    around them too) and, for each, the spans of its direct children; one pass, linear. A top-level span that
+    never closes, or closes with the wrong bracket, is ``None`` but keeps the children that did close."""
+    out: list = []
+    pos, n = 0, len(text)
+    while True:
+        m = _OPEN.search(text, pos)
+        if m is None:
+            return out
+        start, stack, children, child_start = m.start(), [m.group()], [], None
+        pos, broken = m.end(), False
+        while stack:
+            m = _IN_VALUE.search(text, pos)
+            if m is None:
+                broken, pos = True, n
+                break
+            c, pos = m.group(), m.end()
+            if c == '"':
+                while True:
+                    e = _IN_STRING.search(text, pos)
+                    if e is None or e.group() == "\n":
+                        broken = True
+                        break
+                    pos = e.end() + (1 if e.group() == "\\" else 0)
+                    if e.group() == '"':
+                        break
+                if broken:
+                    pos = e.end() if e is not None else n
+                    break
+            elif c in "{[":
+                if len(stack) == 1:
+                    child_start = m.start()
+                stack.append(c)
+            else:
+                if stack[-1] != _PAIR[c]:
+                    broken = True
+                    break
+                stack.pop()
+                if len(stack) == 1 and child_start is not None:
+                    children.append((child_start, pos))
+                    child_start = None
+        out.append((None if broken else (start, pos), children))
+
+
+def _decode(chunk: str) -> tuple[Any, str] | None:
+    """(value, repair note) of a JSON chunk, trying it as is and without trailing commas; None if neither."""
+    for fixed, note in ((chunk, ""), (None, "removed trailing commas")):
+        if fixed is None:
+            fixed = _TRAILING_COMMA.sub(r"\1", chunk)
+            if fixed == chunk:
+                break
+        try:
+            return JSON_DECODER.decode(fixed), note
+        except (ValueError, RecursionError):
+            continue
+    return None
+
+
+def _is_layout(value: Any) -> bool:
+    return isinstance(value, dict) and "annos" in value
 
 
 def extract_json(reply: str) -> tuple[Any, list[str]]:
     """The JSON value in a model reply and notes on how it was found: the whole reply, a ``` fence, or the first
-    JSON object inside surrounding prose (a ``<think>`` block is removed first; trailing commas are tolerated).
-    Raises ``PlanReplyError`` with an excerpt of the reply when there is none."""
+    JSON object in surrounding prose (a ``<think>`` block is removed first; trailing commas are tolerated).
+    Linear in the reply's length. Raises ``PlanReplyError`` with an excerpt of the reply when there is none."""
     notes: list[str] = []
-    text = reply.strip()
-    if _THINK.search(text):
-        text = _THINK.sub("", text).strip()
+    text, removed = _strip_think(reply.strip())
+    text = text.strip()
+    if removed:
         notes.append("removed the model's <think> block")
-    candidates: list[tuple[str, str]] = [(text, "")]
-    for m in _FENCE.finditer(text):
-        candidates.append((m.group(2).strip(), "read the JSON inside a ``` code fence"))
-    for chunk, note in candidates:
-        for fixed, fix_note in ((chunk, ""), (_TRAILING_COMMA.sub(r"\1", chunk), "removed trailing commas")):
-            if fix_note and fixed == chunk:
-                continue
-            try:
-                value = json.loads(fixed)
-            except json.JSONDecodeError:
-                continue
-            notes += [n for n in (note, fix_note) if n]
-            return value, notes
-    # JSON embedded in prose: try every '{' / '[' until a decodable object with layout keys is found
-    decoder = json.JSONDecoder()
+    for chunk, note in [(text, "")] + [(b, "read the JSON inside a ``` code fence") for b in _fence_bodies(text)]:
+        found = _decode(chunk)
+        if found is not None:
+            notes += [n for n in (note, found[1]) if n]
+            return found[0], notes
+    # JSON embedded in prose: each top-level bracket span once (and the direct children of one that does not
+    # decode); the first object with layout keys wins, else the first non-empty JSON value
     best = None
-    for source, fix_note in ((text, ""), (_TRAILING_COMMA.sub(r"\1", text), "removed trailing commas")):
-        for m in re.finditer(r"[{\[]", source):
-            try:
-                value, _ = decoder.raw_decode(source, m.start())
-            except json.JSONDecodeError:
+    for span, children in _balanced_spans(text):
+        found = _decode(text[span[0]:span[1]]) if span is not None else None
+        candidates = [found] if found is not None else [_decode(text[a:b]) for a, b in children]
+        if found is not None and isinstance(found[0], (dict, list)):
+            inner = found[0].values() if isinstance(found[0], dict) else found[0]
+            candidates += [(v, found[1]) for v in inner if _is_layout(v)][:1]
+        for cand in candidates:
+            if cand is None:
                 continue
-            if isinstance(value, dict) and "annos" in value:
+            value, fix_note = cand
+            if _is_layout(value):
                 notes += ["read the JSON object embedded in the model's prose"] + ([fix_note] if fix_note else [])
                 return value, notes
             if best is None and isinstance(value, (dict, list)) and value:
-                best = (value, fix_note)
-        if best is not None:
-            notes += ["read the JSON embedded in the model's prose"] + ([best[1]] if best[1] else [])
-            return best[0], notes
+                best = cand
+    if best is None:                  # prose the span scan misreads (a stray quote): a bounded number of tries,
+        starts = [m.start() for m in _OPEN.finditer(text)]         # the first openers and the last ones (a
+        if len(starts) > 2 * _RAW_DECODE_TRIES:                    # reply usually ends with its JSON)
+            starts = starts[:_RAW_DECODE_TRIES] + starts[-_RAW_DECODE_TRIES:]
+        for start in starts:
+            try:
+                value, _ = JSON_DECODER.raw_decode(text, start)
+            except (ValueError, RecursionError):
+                continue
+            if _is_layout(value):
+                notes.append("read the JSON object embedded in the model's prose")
+                return value, notes
+            if best is None and isinstance(value, (dict, list)) and value:
+                best = (value, "")
+    if best is not None:
+        notes += ["read the JSON embedded in the model's prose"] + ([best[1]] if best[1] else [])
+        return best[0], notes
     raise PlanReplyError(f"the model's reply contains no JSON layout; try another seed or a stronger model. "
                          f"Reply: {_excerpt(reply)!r}")
 
@@ -318,8 +624,9 @@ _CAPTION_KEYS = ("caption", "description", "label", "name")
 _LIST_KEYS = ("annos", "objects", "instances", "boxes", "annotations")
 
 
-def _as_layout_dict(value: Any, req: PlanRequest, repairs: list[str]) -> dict:
-    """Coerce the reply's JSON into the official layout dict shape, noting each change."""
+def _as_layout_dict(value: Any, req: PlanRequest, repairs: list[str], positions: list[int] | None = None) -> dict:
+    """Coerce the reply's JSON into the official layout dict shape, noting each change. ``positions`` receives the
+    reply's index of every instance kept in ``annos`` (entries that are not objects are dropped here)."""
     if isinstance(value, list):
         repairs.append("the reply is a bare list of objects; used it as 'annos'")
         value = {"annos": value}
@@ -335,10 +642,15 @@ def _as_layout_dict(value: Any, req: PlanRequest, repairs: list[str]) -> dict:
     if not isinstance(data.get("annos"), list):
         raise PlanReplyError("the reply's JSON has no 'annos' list of objects")
     annos = []
+    not_objects = 0
     for i, anno in enumerate(data["annos"]):
         if not isinstance(anno, dict):
-            repairs.append(f"annos[{i}]: {anno!r:.60} is not an object; dropped")
+            not_objects += 1
+            if not_objects <= MAX_REPAIR_NOTES:
+                repairs.append(f"annos[{i}]: {bounded_repr(anno, 60)} is not an object; dropped")
             continue
+        if positions is not None:
+            positions.append(i)
         anno = dict(anno)
         if "bbox" not in anno:
             for k in _BOX_KEYS[1:]:
@@ -357,17 +669,19 @@ def _as_layout_dict(value: Any, req: PlanRequest, repairs: list[str]) -> dict:
             alt = next((anno[k] for k in _CAPTION_KEYS[1:] + ("category_name",)
                         if isinstance(anno.get(k), str) and anno[k].strip()), None)
             if alt is not None:
-                repairs.append(f"annos[{i}]: no caption; used {alt!r:.40}")
+                repairs.append(f"annos[{i}]: no caption; used {bounded_repr(alt, 40)}")
                 anno["caption"] = alt
         annos.append(anno)
+    if not_objects > MAX_REPAIR_NOTES:
+        repairs.append(f"... and {not_objects - MAX_REPAIR_NOTES} more entries that are not objects; dropped")
     data["annos"] = annos
     for name in ("width", "height"):
         want = getattr(req, name)
         got = data.get(name)
         if got is None:
             data[name] = want
-        elif not isinstance(got, (int, float)) or isinstance(got, bool) or got <= 0:
-            repairs.append(f"{name} {got!r:.20} is not a size; used the requested {want}")
+        elif not _positive_size(got):
+            repairs.append(f"{name} {bounded_repr(got, 20)} is not a size; used the requested {want}")
             data[name] = want
     if (data["width"], data["height"]) != (req.width, req.height):
         _rescale(data, req, repairs)
@@ -378,6 +692,15 @@ def _as_layout_dict(value: Any, req: PlanRequest, repairs: list[str]) -> dict:
     return data
 
 
+def _positive_size(v: Any) -> bool:
+    """A finite positive number of at most 1e9 (the reply's canvas; ints of any length would overflow a float)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    if isinstance(v, int):
+        return 0 < v <= 10 ** 9
+    return math.isfinite(v) and 0 < v <= 1e9
+
+
 def _rescale(data: dict, req: PlanRequest, repairs: list[str]) -> None:
     """The model planned on another canvas: scale its boxes to the requested one (both box readings are linear)."""
     sx, sy = req.width / float(data["width"]), req.height / float(data["height"])
@@ -385,15 +708,19 @@ def _rescale(data: dict, req: PlanRequest, repairs: list[str]) -> None:
                    f"requested {req.width}x{req.height}")
     for anno in data["annos"]:
         box = anno.get("bbox")
-        if isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box):
+        if isinstance(box, list) and len(box) == 4 and all(_scalable(v) for v in box):
             anno["bbox"] = [box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy]
         for k in ("point",):
             p = anno.get(k)
-            if isinstance(p, list) and len(p) == 2 and all(isinstance(v, (int, float)) for v in p):
+            if isinstance(p, list) and len(p) == 2 and all(_scalable(v) for v in p):
                 anno[k] = [p[0] * sx, p[1] * sy]
         anno.pop("mask", None)
         anno.pop("scribble", None)
     data["width"], data["height"] = req.width, req.height
+
+
+def _scalable(v: Any) -> bool:
+    return not isinstance(v, bool) and (isinstance(v, float) or (isinstance(v, int) and v.bit_length() <= 1023))
 
 
 _ANNO_INDEX = re.compile(r"annos\[(\d+)\]")   # renames positions in messages shown to the user
@@ -409,29 +736,31 @@ def parse_layout_reply(reply: str, req: PlanRequest) -> tuple[Layout, str, list[
     excerpt of the reply when no valid instance is left."""
     value, notes = extract_json(reply)
     repairs = list(notes)
+    original_index: list[int] = []
     try:
-        data = _as_layout_dict(value, req, repairs)
+        data = _as_layout_dict(value, req, repairs, original_index)
     except PlanReplyError as e:
         raise PlanReplyError(f"{e}. Reply: {_excerpt(reply)!r}") from None
-    annos = data["annos"]
-    original_index = list(range(len(annos)))
 
     def in_reply_terms(text: str) -> str:          # loader messages count the annos passed; name the reply's
         return _ANNO_INDEX.sub(lambda m: f"annos[{original_index[int(m.group(1))]}]"
                                if int(m.group(1)) < len(original_index) else m.group(0), text)
 
-    while True:
-        try:
-            loaded = load_layout({**data, "annos": annos}, bbox_format="auto", truncate=True)
+    try:                                           # one pass: every instance validated once, the invalid dropped
+        loaded = load_layout(data, bbox_format="auto", truncate=True, drop_invalid=True, name="layout")
+    except LayoutError as e:
+        raise PlanReplyError(f"the model's layout is invalid: {in_reply_terms(str(e))}. "
+                             f"Reply: {_excerpt(reply)!r}") from None
+    for k, e in enumerate(loaded.dropped):
+        if k == MAX_REPAIR_NOTES:
+            repairs.append(f"... and {len(loaded.dropped) - MAX_REPAIR_NOTES} more objects the loader rejected; "
+                           f"dropped")
             break
-        except LayoutError as e:
-            if e.index is None or not 0 <= e.index < len(annos):
-                raise PlanReplyError(f"the model's layout is invalid: {e}. Reply: {_excerpt(reply)!r}") from None
-            k = e.index
-            repairs.append(f"dropped an object the loader rejected: {in_reply_terms(str(e))}")
-            annos = annos[:k] + annos[k + 1:]
-            original_index = original_index[:k] + original_index[k + 1:]
-    repairs += [in_reply_terms(w) for w in loaded.warnings]
+        repairs.append(f"dropped an object the loader rejected: {in_reply_terms(str(e))}")
+    shown = loaded.warnings if len(loaded.warnings) <= 2 * MAX_REPAIR_NOTES else \
+        loaded.warnings[:2 * MAX_REPAIR_NOTES] + [f"... and {len(loaded.warnings) - 2 * MAX_REPAIR_NOTES} more notes "
+                                                  f"from the loader"]
+    repairs += [in_reply_terms(w) for w in shown]
     layout = loaded.layout
     if not layout.instances:
         raise PlanReplyError(f"the model's layout has no usable object (every box was empty, off the canvas or "
@@ -554,8 +883,7 @@ def plan_layout(description: str, width: int = 512, height: int = 512, max_insta
     req = PlanRequest(description=description, width=width, height=height, max_instances=max_instances,
                       base_url=base_url, model=model, seed=seed, temperature=temperature)
     validate_request(req)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise PlannerError(f"timeout: {timeout!r} must be a positive number of seconds")
+    _check_timeout(timeout)
     cache = DEFAULT_CACHE if cache is None else cache
     directory = os.fspath(cache_dir) if cache_dir is not None else None
     key = req.cache_key()

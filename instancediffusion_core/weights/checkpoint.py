@@ -31,12 +31,13 @@ import torch
 
 from ..model.keys import FUSER_SUFFIXES, GROUPS, SD15_COUNTS, SD15_FUSER_BLOCKS
 from .key_groups import addon_group, group_counts, validate_groups
-from .errors import CheckpointError
+from .errors import CheckpointError, cut_text, short_repr
 from .sources import Source, open_mapping, open_path
 from .safetensors_io import FORMAT_NAME, FORMAT_VERSION, write_safetensors
 
 __all__ = [
     "CheckpointError", "AddonWeights", "AddonReader", "read_addon_state_dict", "save_addons", "write_addons",
+    "check_buildable",
     "load_instancediffusion", "parse_dtype", "addon_group", "group_counts", "FORMAT_NAME", "FORMAT_VERSION",
     "FUSER_SUFFIXES", "SD15_FUSER_BLOCKS", "SD15_COUNTS",
 ]
@@ -137,7 +138,7 @@ class AddonReader:
                         dups = [k for k in src.refs if k in self._owner]
                         raise CheckpointError(
                             f"{len(dups)} add-on tensors are in both {self._owner[key].label} and {src.label} (e.g. "
-                            f"{dups[:3]}); pass each group (position net, fusers, ScaleU) only once")
+                            f"{short_repr(dups[:3], 300)}); pass each group (position net, fusers, ScaleU) only once")
                     self._owner[key] = src
             self.shapes = {k: s.shapes[k] for k, s in self._owner.items()}
             self.stored_dtypes = {k: s.dtypes[k] for k, s in self._owner.items()}
@@ -193,6 +194,44 @@ def read_addon_state_dict(path_or_state_dict, dtype: Any = None) -> AddonWeights
         return reader.read_all()
 
 
+# ==================================================================================================== shapes
+
+def check_buildable(shapes: Mapping[str, tuple], label: str = "the add-on weights") -> None:
+    """Raise ``CheckpointError`` unless the add-on model can be built from tensors of these shapes.
+
+    The model is built on the meta device (no memory, no data read), so every rule the model code has is applied
+    exactly as at load time: fuser widths divisible by the 8 heads, scalar gates, consistent feed-forward and
+    ConvNeXt sizes, ScaleU skip scales of one value. Across groups, every fuser must take tokens of the same width
+    and the position net must produce that width. The converter runs this before writing anything, so a file it
+    writes always loads."""
+    from ..model.addons import InstanceDiffusionAddons  # lazy: reading files never depends on the model code
+    from ..model.keys import ANY_FUSER_KEY, FUSER_GATES
+
+    for key, shape in shapes.items():
+        m = ANY_FUSER_KEY.match(key)
+        if m is not None and m["suffix"] in FUSER_GATES and len(shape) != 0:
+            raise CheckpointError(f"{label}: '{cut_text(key, 120)}' has shape {list(shape)[:8]}; the fuser gates "
+                                  f"{' and '.join(FUSER_GATES)} are scalars (shape []). The file is damaged or was "
+                                  f"written from another model")
+    try:
+        fake = {k: torch.empty(tuple(s), device="meta") for k, s in shapes.items()}
+        addons = InstanceDiffusionAddons.from_state_dict(fake, dtype=torch.float32)
+    except (ValueError, RuntimeError, TypeError, OverflowError, IndexError, KeyError) as exc:
+        raise CheckpointError(f"{label}: the tensor shapes do not form an InstanceDiffusion model "
+                              f"({cut_text(' '.join(str(exc).split()), 400)}); the file is damaged or holds another "
+                              f"model") from None
+    contexts = {p: addons.fuser(p).context_dim for p in addons.fuser_prefixes}
+    widths = sorted(set(contexts.values()))
+    if len(widths) > 1:
+        raise CheckpointError(f"{label}: the fusers take tokens of different widths {widths} (linear.weight [C, D]: "
+                              f"D); they all read the same position-net tokens, so the file is damaged or mixes "
+                              f"models")
+    net = addons.position_net
+    if net is not None and widths and net.out_dim != widths[0]:
+        raise CheckpointError(f"{label}: the position net makes {net.out_dim}-wide tokens but the fusers take "
+                              f"{widths[0]}-wide ones; the two groups come from different models")
+
+
 # ==================================================================================================== writer
 
 def _format_metadata(shapes: Mapping[str, tuple], dtypes: Mapping[str, torch.dtype], source: str,
@@ -215,6 +254,8 @@ def _check_output(path) -> str:
     path = os.fspath(path)
     if not path.endswith(".safetensors"):
         raise CheckpointError(f"output '{path}' must end with .safetensors (our add-on format is safetensors)")
+    if os.path.isdir(path):
+        raise CheckpointError(f"output '{path}' is a directory; give the path of a file ending in .safetensors")
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise CheckpointError(f"output folder '{parent}' does not exist; create it first")
@@ -237,12 +278,13 @@ def save_addons(tensors, path, dtype: Any = None, metadata: Mapping[str, Any] | 
         raise CheckpointError("save_addons: 'tensors' must be a non-empty {official add-on key: tensor} dict")
     bad = [k for k in tensors if addon_group(k) is None]
     if bad:
-        raise CheckpointError(f"save_addons: {len(bad)} keys are not InstanceDiffusion add-on keys, e.g. {bad[:4]}; "
+        raise CheckpointError(f"save_addons: {len(bad)} keys are not InstanceDiffusion add-on keys, e.g. {short_repr(bad[:4], 300)}; "
                               f"filter a full checkpoint with read_addon_state_dict first")
     not_tensor = [k for k, v in tensors.items() if not isinstance(v, torch.Tensor)]
     if not_tensor:
-        raise CheckpointError(f"save_addons: values of {not_tensor[:4]} are not tensors")
+        raise CheckpointError(f"save_addons: values of {short_repr(not_tensor[:4], 300)} are not tensors")
     validate_groups({k: tuple(v.shape) for k, v in tensors.items()})
+    check_buildable({k: tuple(v.shape) for k, v in tensors.items()}, "save_addons")
     keys = sorted(tensors)
     out_dtypes = {k: _cast_dtype(tensors[k].dtype, dtype) for k in keys}
     shapes = {k: tuple(tensors[k].shape) for k in keys}
@@ -256,6 +298,7 @@ def write_addons(reader: AddonReader, path, metadata: Mapping[str, Any] | None =
                  source: str = "") -> tuple[dict[str, str], int]:
     """Stream every tensor of an open ``AddonReader`` into our safetensors format; returns (metadata, size)."""
     path = _check_output(path)
+    check_buildable(reader.shapes, reader.source_format)
     keys = sorted(reader.keys)
     dtypes = reader.dtypes
     meta = _format_metadata(reader.shapes, dtypes, source, reader.source_format, metadata)
@@ -270,28 +313,34 @@ def load_instancediffusion(path_or_state_dict, dtype: Any = None, allow_partial:
 
     The module gets ``source_format`` and ``load_notes`` attributes so a node can report what was loaded.
     """
-    weights = read_addon_state_dict(path_or_state_dict, dtype=dtype)
-    missing = [g for g in weights.missing_groups if g != "scaleu"]
-    if missing and not allow_partial:
-        names = {"position_net": "the position net (position_net.*, logtd: position_net.ckpt)",
-                 "fusers": "the fusers (*.fuser.*, logtd: fusers.ckpt)"}
-        have = weights.counts()
-        raise CheckpointError(
-            f"incomplete InstanceDiffusion weights ({weights.source_format}): missing "
-            + " and ".join(names[g] for g in missing)
-            + f"; found position net {have['position_net']['tensors']} tensors, fusers {have['fusers']['tensors']} "
-              f"tensors, ScaleU {have['scaleu']['tensors']} tensors. Grounding needs both the position net and the "
-              f"fusers: load the files together (a list of paths) or use the official file; "
-              f"allow_partial=True loads what is there anyway.")
+    with AddonReader(path_or_state_dict, dtype) as reader:      # shapes are checked before any tensor is read
+        have = group_counts(reader.shapes)
+        missing = [g for g in ("position_net", "fusers") if have[g]["tensors"] == 0]
+        if missing and not allow_partial:
+            _raise_incomplete(reader.source_format, missing, have)
+        check_buildable(reader.shapes, reader.source_format)
+        weights = reader.read_all()
     from ..model.addons import InstanceDiffusionAddons  # lazy: reading files never depends on the model code
     try:
         addons = InstanceDiffusionAddons.from_state_dict(weights.tensors, dtype=parse_dtype(dtype))
     except CheckpointError:
         raise
-    except ValueError as exc:
-        raise CheckpointError(f"the add-on weights ({weights.source_format}) do not form a valid model: {exc}") \
-            from None
+    except (ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"the add-on weights ({weights.source_format}) do not form a valid model: "
+                              f"{cut_text(exc, 400)}") from None
     addons.eval().requires_grad_(False)
     addons.source_format = weights.source_format
     addons.load_notes = list(weights.notes)
     return addons
+
+
+def _raise_incomplete(source_format: str, missing: list[str], have: dict) -> None:
+    names = {"position_net": "the position net (position_net.*, logtd: position_net.ckpt)",
+             "fusers": "the fusers (*.fuser.*, logtd: fusers.ckpt)"}
+    raise CheckpointError(
+        f"incomplete InstanceDiffusion weights ({source_format}): missing "
+        + " and ".join(names[g] for g in missing)
+        + f"; found position net {have['position_net']['tensors']} tensors, fusers {have['fusers']['tensors']} "
+          f"tensors, ScaleU {have['scaleu']['tensors']} tensors. Grounding needs both the position net and the "
+          f"fusers: load the files together (a list of paths) or use the official file; "
+          f"allow_partial=True loads what is there anyway.")

@@ -88,11 +88,13 @@ def convert(inputs: Sequence[str] | str, output: str, dtype="keep", overwrite: b
     inputs = [os.fspath(p) for p in inputs]
     output = os.fspath(output)
     cast = parse_dtype(dtype)
-    if os.path.exists(output):
-        if any(os.path.exists(p) and os.path.samefile(p, output) for p in inputs):
-            raise CheckpointError(f"output '{output}' is also an input; choose another output file")
-        if not overwrite:
-            raise CheckpointError(f"output '{output}' already exists; pass --overwrite to replace it")
+    if any(_same_file(p, output) for p in inputs):
+        raise CheckpointError(f"output '{output}' is also an input; writing it would destroy the input. Choose "
+                              f"another output file")
+    if os.path.isdir(output):
+        raise CheckpointError(f"output '{output}' is a directory; give the path of a file ending in .safetensors")
+    if os.path.lexists(output) and not overwrite:
+        raise CheckpointError(f"output '{output}' already exists; pass --overwrite to replace it")
     with AddonReader(inputs, cast) as reader:
         counts = group_counts(reader.shapes)
         missing = [name for g, name in GROUP_NAMES[:2] if counts[g]["tensors"] == 0]
@@ -111,6 +113,16 @@ def convert(inputs: Sequence[str] | str, output: str, dtype="keep", overwrite: b
         inputs=inputs, output=output, source_format=source_format, counts=counts, stored_dtypes=stored,
         output_dtypes=written, output_bytes=size, input_bytes=sum(os.path.getsize(p) for p in inputs),
         elapsed_s=time.perf_counter() - start, peak_rss=peak_rss_bytes(), notes=notes)
+
+
+def _same_file(a: str, b: str) -> bool:
+    """The same file (links and different spellings of one path included)."""
+    try:
+        if os.path.exists(a) and os.path.exists(b):
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def build_parser(prog: str = "python -m instancediffusion_core convert") -> argparse.ArgumentParser:
@@ -139,6 +151,10 @@ def cli_main(argv: Sequence[str]) -> int:
                          allow_partial=args.allow_partial)
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:                 # the file system said no (permissions, disk full, a folder in the way)
+        where = f" '{exc.filename}'" if getattr(exc, "filename", None) else ""
+        print(f"error: cannot read or write{where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     print("\n".join(report.lines()))
     return 0

@@ -14,7 +14,7 @@ import torch
 
 from ..model.keys import CONVNEXT_PREFIX, FUSER_SUFFIXES, POSITION_NET_PREFIX, SD15_INPUT_BLOCKS, SD15_OUTPUT_BLOCKS
 from .key_groups import addon_group, strip_prefixes
-from .errors import OFFICIAL_SOURCE_HINT, CheckpointError
+from .errors import OFFICIAL_SOURCE_HINT, CheckpointError, cut_text, short_repr
 from .safe_pickle import Inert, LazyTensor
 
 _BASE_UNET_PREFIXES = ("time_embed.", "input_blocks.", "middle_block.", "output_blocks.", "out.", "label_emb.")
@@ -56,7 +56,7 @@ def _int_keys(mapping: Mapping) -> dict[int, Any] | None:
     for k, v in mapping.items():
         if isinstance(k, int) and not isinstance(k, bool):
             out[k] = v
-        elif isinstance(k, str) and k.isdigit():
+        elif isinstance(k, str) and k.isascii() and k.isdigit() and len(k) <= 9:
             out[int(k)] = v
         else:
             return None
@@ -108,7 +108,7 @@ def _from_logtd_fusers(tree: Mapping, label: str) -> tuple[dict, str, list[str]]
         numbered = _int_keys(entries)
         if numbered is None:
             raise CheckpointError(f"{label}: logtd fusers file: '{group}' has non-numeric block keys "
-                                  f"{list(entries)[:6]}; expected block numbers like '1', '2', '4'")
+                                  f"{short_repr(list(entries)[:6])}; expected block numbers like '1', '2', '4'")
         for n, prefix in _logtd_block_map(group, sorted(numbered), notes).items():
             entry = numbered[n]
             state, params = entry.get("state"), entry.get("params")
@@ -146,7 +146,8 @@ def _flat_tensors(sd: Mapping, label: str, notes: list[str]) -> dict[str, Any]:
         if is_tensor(v):
             flat[strip_prefixes(k)] = v
         elif addon_group(strip_prefixes(k)) is not None:
-            raise CheckpointError(f"{label}: '{strip_prefixes(k)}' is not a plain tensor in the file ({v!r:.60}); "
+            raise CheckpointError(f"{label}: '{cut_text(strip_prefixes(k), 120)}' is not a plain tensor in the file "
+                                  f"({short_repr(v, 60)}); "
                                   f"unsupported tensor encoding or a tampered file")
         else:
             skipped += 1
@@ -188,7 +189,7 @@ def select_addons(flat: Mapping[str, Any], label: str, notes: list[str]) -> dict
                 f"as '{bad_fuser[0]}'); only the CompVis/official key layout is read. Use {OFFICIAL_SOURCE_HINT}.")
     if bad_fuser:
         raise CheckpointError(f"{label}: {len(bad_fuser)} fuser tensors with unexpected names, e.g. "
-                              f"{bad_fuser[:3]}; expected <block>.transformer_blocks.<j>.fuser.<one of "
+                              f"{short_repr(bad_fuser[:3], 300)}; expected <block>.transformer_blocks.<j>.fuser.<one of "
                               f"{len(FUSER_SUFFIXES)} official suffixes>. The file is damaged or another model")
     if not kept:
         base = sum(1 for k in keys if k.startswith(_BASE_UNET_PREFIXES))
@@ -203,7 +204,7 @@ def select_addons(flat: Mapping[str, Any], label: str, notes: list[str]) -> dict
                 f"{OFFICIAL_SOURCE_HINT}.")
         raise CheckpointError(f"{label}: {len(keys)} tensors but none of the InstanceDiffusion add-on weights "
                               f"(position_net.*, <block>.transformer_blocks.0.fuser.*, scaleu_b_k/scaleu_s_k); "
-                              f"first keys {keys[:5]}. Expected {OFFICIAL_SOURCE_HINT}.")
+                              f"first keys {short_repr(keys[:5], 300)}. Expected {OFFICIAL_SOURCE_HINT}.")
     dropped = len(keys) - len(kept)
     if dropped:
         base = sum(1 for k in keys if k not in kept and k.startswith(_BASE_UNET_PREFIXES))
@@ -236,7 +237,8 @@ def _from_official(tree: Mapping, label: str) -> tuple[dict, str, list[str]]:
         if name == chosen:
             continue
         n, values = _count_tensors(value)
-        dropped.append(f"{name} ({_fmt_count(n, values)})" if n else str(name))
+        shown = cut_text(name, 80) if isinstance(name, str) else short_repr(name, 80)
+        dropped.append(f"{shown} ({_fmt_count(n, values)})" if n else shown)
     if dropped:
         notes.append(f"{label}: dropped entries, never read: {', '.join(dropped)}")
     return kept, "official-pth", notes
@@ -263,7 +265,7 @@ def extract_addons(tree, label: str) -> tuple[dict, str, list[str]]:
         tree = tree["state_dict"]
     flat = _flat_tensors(tree, label, notes)
     if not flat:
-        raise CheckpointError(f"{label}: no tensors found (top-level keys {list(tree)[:8]}); expected "
+        raise CheckpointError(f"{label}: no tensors found (top-level keys {short_repr(list(tree)[:8], 300)}); expected "
                               f"{OFFICIAL_SOURCE_HINT} or our .safetensors")
     bare = prefix_bare_position_net(flat)
     if bare is not None:

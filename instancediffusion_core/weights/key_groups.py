@@ -14,13 +14,13 @@ _STRIP_PREFIXES = ("module.", "model.diffusion_model.", "diffusion_model.")
 
 def strip_prefixes(key: str) -> str:
     """Drop the wrapper prefixes (``module.``, ``model.diffusion_model.``, ...) training code puts before keys."""
-    changed = True
-    while changed:
+    start, changed = 0, True
+    while changed:                     # an index, not repeated slicing: a key of a million prefixes stays linear
         changed = False
         for p in _STRIP_PREFIXES:
-            if key.startswith(p):
-                key, changed = key[len(p):], True
-    return key
+            if key.startswith(p, start):
+                start, changed = start + len(p), True
+    return key[start:] if start else key
 
 
 def addon_group(key: str) -> str | None:

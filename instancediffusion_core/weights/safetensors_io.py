@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import struct
 from typing import Any, Callable, Mapping
 
@@ -62,8 +63,10 @@ def write_safetensors(path: str, specs: list[tuple[str, torch.dtype, tuple]],
     """Write a safetensors file tensor by tensor (the header is built from ``specs`` first); returns its size.
 
     Writing ourselves instead of ``safetensors.torch.save_file`` keeps one tensor in memory at a time (the library
-    serialises every tensor to bytes before writing). The file is written next to ``path`` and renamed at the end,
-    so an interrupted run never leaves a half-written file under the final name.
+    serialises every tensor to bytes before writing). The file is written to a new temporary file next to ``path``
+    (created exclusively, so it is never an existing file, e.g. an input named ``<out>.partial``) and renamed at the
+    end, so an interrupted run never leaves a half-written file under the final name; on failure only that
+    temporary file is removed.
     """
     header: dict[str, Any] = {"__metadata__": dict(metadata)}
     offset = 0
@@ -75,9 +78,9 @@ def write_safetensors(path: str, specs: list[tuple[str, torch.dtype, tuple]],
         offset += nbytes
     blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
     blob += b" " * (-len(blob) % 8)
-    tmp = f"{path}.partial"
+    fd, tmp = _create_temp(path)
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(fd, "wb") as f:
             f.write(struct.pack("<Q", len(blob)))
             f.write(blob)
             for key, dtype, shape in specs:
@@ -89,9 +92,31 @@ def write_safetensors(path: str, specs: list[tuple[str, torch.dtype, tuple]],
                 if t.numel():
                     f.write(memoryview(t.view(-1).view(torch.uint8).numpy()))
                 del t
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise CheckpointError(f"cannot write '{path}' ({exc.strerror or exc}); check that it is not a folder "
+                                  f"and that the folder is writable") from None
     except BaseException:
         if os.path.exists(tmp):
-            os.remove(tmp)
+            os.remove(tmp)                     # ours: created exclusively above
         raise
     return os.path.getsize(path)
+
+
+def _create_temp(path: str) -> tuple[int, str]:
+    """A new file next to ``path`` (``O_EXCL``: never an existing one), mode 0666 minus the umask like a plain
+    ``open`` (``tempfile.mkstemp`` would make it 0600)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(64):
+        tmp = os.path.join(folder, f".{base}.{secrets.token_hex(6)}.partial")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise CheckpointError(f"cannot create a file in '{folder}' ({exc.strerror or exc}); check that the "
+                                  f"folder exists and is writable") from None
+    raise CheckpointError(f"cannot create a temporary file in '{folder}'")

@@ -14,7 +14,7 @@ import torch
 
 from .key_groups import strip_prefixes
 from .file_layouts import extract_addons, prefix_bare_position_net, select_addons
-from .errors import CheckpointError
+from .errors import CheckpointError, cut_text, short_repr
 from .safe_pickle import LazyTensor
 from .safetensors_io import FORMAT_NAME, SafetensorsFile
 from .torch_zip import TorchZip
@@ -89,7 +89,8 @@ def open_torch_zip(path: str, label: str) -> Source:
         refs, fmt, notes = extract_addons(tree, label)
         for k, v in refs.items():
             if not isinstance(v, LazyTensor):
-                raise CheckpointError(f"{label}: '{k}' is not a plain tensor in the file ({v!r:.60}); unsupported "
+                raise CheckpointError(f"{label}: '{cut_text(k, 120)}' is not a plain tensor in the file "
+                                      f"({short_repr(v, 60)}); unsupported "
                                       f"tensor encoding")
     except BaseException:
         z.close()

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from instdiff_testkit import comfy_harness
 from instdiff_testkit import tiny_models
 
 
@@ -113,3 +114,32 @@ def test_missing_model_folder_does_not_break_registration(pack):
     assert any(p.endswith("instance_diffusion") for p in paths)
     # a folder that does not exist just lists nothing
     assert isinstance(pack.NODE_CLASS_MAPPINGS["LoadInstanceDiffusion"].INPUT_TYPES()["required"]["weights"][0], list)
+
+
+def test_loader_creates_its_model_folder_where_comfyui_keeps_models(pack, comfy_host, models_dir, tmp_path,
+                                                                      monkeypatch):
+    """models/instance_diffusion exists after the pack loads (a new user sees where the weights go), under ComfyUI's
+    models_dir: here the harness's temporary one, never the host tree; an unwritable models dir only lists nothing."""
+    import folder_paths
+
+    loader = comfy_harness.pack_submodule(pack, "nodes.loader")
+    assert os.path.isdir(os.path.join(folder_paths.models_dir, "instance_diffusion"))
+    assert not os.path.realpath(folder_paths.models_dir).startswith(os.path.realpath(comfy_host["root"]) + os.sep)
+    assert folder_paths.get_folder_paths("instance_diffusion")[0] == models_dir["instance_diffusion"]
+
+    paths, exts = folder_paths.folder_names_and_paths["instance_diffusion"]
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "instance_diffusion", (list(paths), set(exts)))
+    fresh = tmp_path / "fresh_install" / "models"
+    fresh.mkdir(parents=True)
+    monkeypatch.setattr(folder_paths, "models_dir", str(fresh))
+    loader.register_model_folders()
+    assert (fresh / "instance_diffusion").is_dir()
+    assert folder_paths.get_folder_paths("instance_diffusion")[0] == str(fresh / "instance_diffusion")
+    assert not (fresh / "instance_models").exists()             # logtd's folders are listed, not created
+    assert {".safetensors", ".pth", ".ckpt"} <= set(folder_paths.folder_names_and_paths["instance_diffusion"][1])
+
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    monkeypatch.setattr(folder_paths, "models_dir", str(blocker / "models"))
+    loader.register_model_folders()                             # cannot create it: registers anyway, no error
+    assert folder_paths.get_folder_paths("instance_diffusion")[0] == str(blocker / "models" / "instance_diffusion")

@@ -264,3 +264,22 @@ def test_token_row_rule(pack):
     assert torch.equal(patching.tokens_for_rows(four, 4), four)
     with pytest.raises(patching.TokenRowError, match=r"4 token rows.*3 latents"):
         patching.tokens_for_rows(four, 3)
+
+
+def test_reapplying_replaces_the_wrappers_and_keeps_their_order(node, base, instdiff, pack):
+    """UniFusion installs a step-sigma wrapper *outside* the token-table wrapper (so no device sigma is read per
+    call) and a SAMPLER_SAMPLE clock; applying again replaces all three instead of stacking them."""
+    import importlib
+
+    import comfy.patcher_extension
+
+    step_clock = importlib.import_module(pack.__name__ + ".nodes.step_clock")
+    patching = _patching(pack)
+    kinds = comfy.patcher_extension.WrappersMP
+    m = _patched(node, _patched(node, base, instdiff), instdiff)
+    calc = m.wrappers[kinds.CALC_COND_BATCH]
+    assert list(calc) == [step_clock.CLOCK_WRAPPER_KEY, patching.WRAPPER_KEY]
+    assert [len(v) for v in calc.values()] == [1, 1]
+    assert isinstance(calc[step_clock.CLOCK_WRAPPER_KEY][0], step_clock.StepSigmaWrapper)
+    assert m.wrappers[kinds.SAMPLER_SAMPLE] == {step_clock.CLOCK_WRAPPER_KEY: [step_clock.clock_wrapper]}
+    assert not base.wrappers.get(kinds.CALC_COND_BATCH) and not base.wrappers.get(kinds.SAMPLER_SAMPLE)
