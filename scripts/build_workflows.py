@@ -205,6 +205,20 @@ def sampler(wf, model, positive, negative, width, height, x, y, title=None, step
     return ks
 
 
+def mis_sampler(wf, model, positive, negative, width, height, x, y):
+    """Empty latent + InstanceDiffusion KSampler with the official sampler, schedule and multi-instance sampler."""
+    latent = wf.node("EmptyLatentImage", (x, y), {"width": width, "height": height, "batch_size": 1})
+    ks = wf.node("InstanceDiffusionKSampler", (x, y + 140),
+                 {"seed": 0, "steps": 50, "cfg": 7.5, "sampler_name": "plms (official)",
+                  "scheduler": "official (ddim_uniform + 1)", "denoise": 1.0, "mis": 0.36, "merge": "mean",
+                  "max_batch": 4})
+    wf.link(model, 0, ks, "model")
+    wf.link(positive, 0, ks, "positive")
+    wf.link(negative, 0, ks, "negative")
+    wf.link(latent, 0, ks, "latent_image")
+    return ks
+
+
 def decode_save(wf, samples, ckpt, layout, x, y, prefix):
     dec = wf.node("VAEDecode", (x, y), size=[210, 46])
     wf.link(samples, 0, dec, "samples")
@@ -512,16 +526,7 @@ For SamplerCustomAdvanced, the 'InstanceDiffusion MIS Guider' node gives the sam
     cx = X_COND
     cond = conditioning(wf, pos, ckpt, last, weights, cx, 0)
     model = patched_model(wf, ckpt, weights, cx, 200)
-    latent = wf.node("EmptyLatentImage", (cx + 360, 0), {"width": d["width"], "height": d["height"],
-                                                         "batch_size": 1})
-    ks = wf.node("InstanceDiffusionKSampler", (cx + 360, 140),
-                 {"seed": 0, "steps": 50, "cfg": 7.5, "sampler_name": "plms (official)",
-                  "scheduler": "official (ddim_uniform + 1)", "denoise": 1.0, "mis": 0.36, "merge": "mean",
-                  "max_batch": 4})
-    wf.link(model, 0, ks, "model")
-    wf.link(cond, 0, ks, "positive")
-    wf.link(neg, 0, ks, "negative")
-    wf.link(latent, 0, ks, "latent_image")
+    ks = mis_sampler(wf, model, cond, neg, d["width"], d["height"], cx + 360, 0)
     decode_save(wf, ks, ckpt, last, cx + 720, 0, "instdiff/cat_dog_robin_mis")
     return wf
 
@@ -560,15 +565,7 @@ Sampling: 'InstanceDiffusion KSampler' with the official PLMS sampler and schedu
     cx = X_COND + 100
     cond = conditioning(wf, pos, ckpt, editor, weights, cx, 0)
     model = patched_model(wf, ckpt, weights, cx, 200)
-    latent = wf.node("EmptyLatentImage", (cx + 360, 0), {"width": 512, "height": 512, "batch_size": 1})
-    ks = wf.node("InstanceDiffusionKSampler", (cx + 360, 140),
-                 {"seed": 0, "steps": 50, "cfg": 7.5, "sampler_name": "plms (official)",
-                  "scheduler": "official (ddim_uniform + 1)", "denoise": 1.0, "mis": 0.36, "merge": "mean",
-                  "max_batch": 4})
-    wf.link(model, 0, ks, "model")
-    wf.link(cond, 0, ks, "positive")
-    wf.link(neg, 0, ks, "negative")
-    wf.link(latent, 0, ks, "latent_image")
+    ks = mis_sampler(wf, model, cond, neg, 512, 512, cx + 360, 0)
     decode_save(wf, ks, ckpt, editor, cx + 720, 0, "instdiff/layout_editor")
     return wf
 

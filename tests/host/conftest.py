@@ -9,6 +9,7 @@ below give:
   pack           our pack's module as ComfyUI imported it; pack_core = its own instancediffusion_core
   tiny_checkpoint  {"name", "path"} of a tiny SD1.5 checkpoint in models_dir["checkpoints"]
   tiny_sd15      one shared tiny SD1.5 ModelPatcher (clone it before patching)
+  node, base, instdiff   every node instance by key; the tiny UNet; add-on weights sized for it (module scope)
   run_prompt     comfy_harness.run_prompt, after the extra nodes are loaded
 """
 from __future__ import annotations
@@ -117,3 +118,21 @@ def tiny_sd15():
 @pytest.fixture(scope="session")
 def run_prompt(comfy_nodes):
     return comfy_harness.run_prompt
+
+
+@pytest.fixture(scope="module")
+def node(pack):
+    """One instance of every node of the pack, by node key (nodes are stateless)."""
+    return {k: cls() for k, cls in pack.NODE_CLASS_MAPPINGS.items()}
+
+
+@pytest.fixture(scope="module")
+def base(tiny_sd15):
+    return tiny_sd15
+
+
+@pytest.fixture(scope="module")
+def instdiff(pack_core, base):
+    """INSTANCEDIFFUSION weights sized for the shared tiny SD1.5 UNet."""
+    from instdiff_testkit.host_fixtures import instdiff_for
+    return instdiff_for(pack_core, base)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from instdiff_testkit.host_fixtures import StubClip, box_layout, instdiff_for
+from instdiff_testkit.host_fixtures import StubClip, box_layout
 
 STEPS = 2
 
@@ -19,21 +19,6 @@ def _close(a, b, rel=1e-5):
     err = float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
     return err < rel, err
 BOXES = [(0, 0, 24, 24), (20, 8, 56, 40), (36, 30, 64, 64), (4, 40, 30, 62)]     # one per frame, 64x64 canvas
-
-
-@pytest.fixture(scope="module")
-def base(tiny_sd15):
-    return tiny_sd15
-
-
-@pytest.fixture(scope="module")
-def instdiff(pack_core, base):
-    return instdiff_for(pack_core, base)
-
-
-@pytest.fixture(scope="module")
-def node(pack):
-    return {k: cls() for k, cls in pack.NODE_CLASS_MAPPINGS.items()}
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,6 @@ from instdiff_testkit import comfy_harness
 from instdiff_testkit import tiny_models
 
 
-@pytest.fixture(scope="module")
-def node(pack):
-    return {k: cls() for k, cls in pack.NODE_CLASS_MAPPINGS.items()}
-
-
 def test_every_node_has_description_category_and_input_tooltips(pack):
     for key, cls in pack.NODE_CLASS_MAPPINGS.items():
         assert getattr(cls, "DESCRIPTION", ""), f"{key} has no DESCRIPTION"

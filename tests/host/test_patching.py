@@ -8,21 +8,6 @@ from instdiff_testkit import tiny_models
 from instdiff_testkit.host_fixtures import StubClip, box_layout, instdiff_for, sample
 
 
-@pytest.fixture(scope="module")
-def base(tiny_sd15):
-    return tiny_sd15
-
-
-@pytest.fixture(scope="module")
-def instdiff(pack_core, base):
-    return instdiff_for(pack_core, base)
-
-
-@pytest.fixture(scope="module")
-def node(pack):
-    return {k: cls() for k, cls in pack.NODE_CLASS_MAPPINGS.items()}
-
-
 def _conds(node, instdiff, layout, text="a scene", modalities="auto"):
     clip = StubClip()
     positive = clip.encode(text)
