@@ -342,5 +342,7 @@ def _raise_incomplete(source_format: str, missing: list[str], have: dict) -> Non
         + " and ".join(names[g] for g in missing)
         + f"; found position net {have['position_net']['tensors']} tensors, fusers {have['fusers']['tensors']} "
           f"tensors, ScaleU {have['scaleu']['tensors']} tensors. Grounding needs both the position net and the "
-          f"fusers: load the files together (a list of paths) or use the official file; "
-          f"allow_partial=True loads what is there anyway.")
+          f"fusers: use the official instancediffusion_sd15.pth or a file converted from it, or put all three "
+          f"logtd files (fusers.ckpt, position_net.ckpt, scaleu.ckpt) in the same folder (models/instance_diffusion "
+          f"or models/instance_models/*) and pick any one of them; the converter's --allow-partial writes a "
+          f"partial file on purpose.")
