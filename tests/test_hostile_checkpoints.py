@@ -12,6 +12,8 @@ import time
 import tracemalloc
 
 import pytest
+
+from instdiff_testkit.timing import per_call_seconds
 import torch
 
 from instdiff_testkit import synthetic_checkpoints as sc
@@ -42,19 +44,6 @@ def scaleu_file(path, lie=None, records=None):
     return sc.write_torch_zip(path, sc.torch_pickle(tree), recs)
 
 
-def per_call_seconds(fn, min_total=0.05):
-    """Seconds per call of ``fn``, repeated until ``min_total`` has passed; the best of 3 such batches."""
-    best = None
-    for _ in range(3):
-        n, start = 0, time.perf_counter()
-        while True:
-            fn()
-            n += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_total:
-                break
-        best = elapsed / n if best is None else min(best, elapsed / n)
-    return best
 
 
 # ------------------------------------------------------------------------------------------------ unbounded repr

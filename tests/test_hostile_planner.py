@@ -12,6 +12,8 @@ import tracemalloc
 
 import pytest
 
+from instdiff_testkit.timing import per_call_seconds
+
 from instdiff_testkit.chat_server import ChatServer, Reply
 from instancediffusion_core.planner import plan as plan_module
 from instancediffusion_core.planner.plan import (PlanCache, PlannerError, PlanReplyError, PlanRequest,
@@ -57,18 +59,6 @@ def assert_no_key(text: str):
         assert SECRET[i:i + 9] not in text, SECRET[i:i + 9]
 
 
-def per_call_seconds(fn, min_total=0.05):
-    best = None
-    for _ in range(3):
-        n, start = 0, time.perf_counter()
-        while True:
-            fn()
-            n += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_total:
-                break
-        best = elapsed / n if best is None else min(best, elapsed / n)
-    return best
 
 
 # ------------------------------------------------------------------------------------------------ the API key
