@@ -140,6 +140,21 @@ def _module_file(name: str):
     return getattr(module, "__file__", None) if module is not None else None
 
 
+_SCRATCH_BASES: list = []
+
+
+def _scratch_base_directory() -> str:
+    """One temporary ComfyUI base folder per process, removed at exit."""
+    if not _SCRATCH_BASES:
+        import atexit
+        import shutil
+        import tempfile
+        base = tempfile.mkdtemp(prefix="instdiff-host-base-")
+        _SCRATCH_BASES.append(base)
+        atexit.register(shutil.rmtree, base, True)
+    return _SCRATCH_BASES[0]
+
+
 def import_host(root: str) -> dict:
     """Import ComfyUI from `root` on CPU (idempotent). Returns {"root", "version", "stubbed"}."""
     root = os.path.realpath(root)
@@ -157,6 +172,10 @@ def import_host(root: str) -> dict:
     from comfy.cli_args import args
     if "comfy.model_management" not in sys.modules:
         args.cpu = True
+    if "folder_paths" not in sys.modules and not getattr(args, "base_directory", None):
+        # folder_paths creates <base>/input when it is imported: with the host root as base that writes into a
+        # tree that may be shared or read-only. A scratch base (what `--base-directory` sets) keeps it untouched.
+        args.base_directory = _scratch_base_directory()
     for name in ("utils.extra_config", "utils.install_util", "utils.json_util"):
         if os.path.isfile(os.path.join(root, *name.split(".")) + ".py"):
             importlib.import_module(name)

@@ -71,6 +71,16 @@ def test_host_imported_on_cpu_and_repo_root_hidden(comfy_host):
     assert folder_paths.get_output_directory() == comfy_host["dirs"]["output"]
 
 
+def test_importing_the_host_writes_nothing_into_its_tree(comfy_host):
+    """folder_paths creates <base>/input on import; the base must be a scratch folder, never the host root
+    (CI checks the trees are untouched; a shared or read-only tree must work)."""
+    import folder_paths
+    root = comfy_host["root"]
+    assert os.path.realpath(folder_paths.base_path) != root
+    for path in (folder_paths.models_dir, folder_paths.get_input_directory(), folder_paths.get_output_directory()):
+        assert not os.path.realpath(path).startswith(root + os.sep), path
+
+
 # ----------------------------------------------------------------------------------------------- tiny models
 
 def test_tiny_sd15_has_the_sd15_topology_at_a_tenth_of_the_width(tiny_sd15):
