@@ -306,3 +306,34 @@ def test_file_errors_carry_the_anno_index_and_field(anno, field):
         load_layout(data, bbox_format="xywh")
     assert (e.value.index, e.value.field) == (1, field)
     assert "annos[1]" in str(e.value)
+
+
+# ------------------------------------------------------------------------------------------- the box policy
+
+def test_box_entirely_off_the_canvas_is_an_error_naming_the_entry_and_the_numbers():
+    doc = _doc([{"caption": "a cat", "bbox": [10, 10, 50, 50]},
+                {"caption": "a dog", "bbox": [600, 40, 50, 60]}])
+    with pytest.raises(LayoutError) as e:
+        load_layout(doc, bbox_format="xywh")
+    msg = str(e.value)
+    assert "annos[1]" in msg and "[600, 40, 50, 60]" in msg and "entirely outside the 512x512 canvas" in msg
+    assert e.value.index == 1 and e.value.field == "bbox"
+    r = load_layout(doc, bbox_format="xywh", drop_invalid=True)       # the planner's repair pass drops it instead
+    assert [i.caption for i in r.layout.instances] == ["a cat"] and r.dropped[0].index == 1
+
+
+def test_box_partly_off_the_canvas_is_clipped_with_a_warning():
+    r = load_layout(_doc([{"caption": "a sofa", "bbox": [400, 300, 200, 100]}]), bbox_format="xywh")
+    assert r.layout.instances[0].bbox == (400.0, 300.0, 512.0, 400.0)
+    assert any("annos[0]" in w and "clipped to corners [400, 300, 512, 400]" in w for w in r.warnings)
+
+
+def test_fit_box_is_the_one_policy():
+    from instancediffusion_core.layout.box_fit import fit_box
+    assert fit_box((1, 2, 30, 40), 64, 64, "instance 0") == ((1.0, 2.0, 30.0, 40.0), None)
+    box, warning = fit_box((-8, 2, 30, 80), 64, 64, "instance 3 ('a cat')")
+    assert box == (0.0, 2.0, 30.0, 64.0) and warning.startswith("instance 3 ('a cat') bbox:") and "clipped" in warning
+    for bad, words in [((64, 0, 90, 10), "entirely outside the 64x64 canvas"), ((5, 5, 5, 9), "no size"),
+                       ((0, 0, float("nan"), 3), "not finite")]:
+        with pytest.raises(LayoutError, match=words):
+            fit_box(bad, 64, 64, "instance 0")

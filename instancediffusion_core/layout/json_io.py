@@ -14,8 +14,9 @@ Loading is lenient where the real files need it and strict elsewhere:
 - ``bbox_format="auto"`` decides per file: a reading under which some box leaves the canvas (or has no size)
   while the other reading fits every box is impossible; when both fit, the official ``xywh`` is assumed; when
   neither fits every box, the reading with fewer misfits wins. The decision and its reason go to ``warnings``.
-- boxes reaching outside the canvas are clipped to it; boxes without area are dropped (the official rose-garden
-  demo has ``[0, 512, 0, 0]``); an entry left without any location is skipped. All with a warning.
+- boxes follow the one box policy (``box_fit``): partly outside the canvas is clipped with a warning, entirely
+  outside is a ``LayoutError`` naming the entry and the numbers; boxes of zero width or height are ignored with a
+  warning (the official rose-garden demo has ``[0, 512, 0, 0]``); an entry left without any location is skipped.
 - unknown keys are ignored with a warning; a non-positive box size after the format is applied, a point or
   scribble outside the canvas, a mask of another size than the canvas, bad numbers or JSON syntax errors raise
   ``LayoutError`` naming ``annos[i]``, the field, the value and the fix.
@@ -38,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from .types import Instance, Layout, LayoutError, MAX_CANVAS, MAX_INSTANCES, check_instance
+from .box_fit import fit_box
 from .rle import RLEError, decode_rle, encode_rle, rasterize_polygons
 
 BBOX_FORMATS = ("auto", "xywh", "xyxy")
@@ -244,8 +246,8 @@ def decide_bbox_format(boxes: dict[int, list[float]], width: int, height: int) -
                         f"[x, y, w, h] is impossible: {bad_wh} of {n} would not fit ({example('xywh')})")
     fmt = "xywh" if bad_wh <= bad_xy else "xyxy"
     return fmt, (f"bbox format: {fmt} (auto): no reading fits every box ({bad_wh} of {n} misfit as [x, y, w, h], "
-                 f"{bad_xy} as [x1, y1, x2, y2]); chose the one with fewer misfits ({example(fmt)}); misfits are "
-                 f"clipped to the canvas or dropped, see below")
+                 f"{bad_xy} as [x1, y1, x2, y2]); chose the one with fewer misfits ({example(fmt)}); boxes partly "
+                 f"outside are clipped to the canvas, see below")
 
 
 def _num(v: float):
@@ -254,7 +256,9 @@ def _num(v: float):
 
 def _fit_box(i: int, raw: list[float], fmt: str, width: int, height: int, name: str,
              warnings: list[str]) -> tuple[float, float, float, float] | None:
-    """Raw box -> corners on the canvas (clipped, with a warning), or None when nothing of it is on the canvas."""
+    """Raw box -> corners on the canvas, by the one box policy (``box_fit``): partly outside is clipped with a
+    warning, entirely outside is an error. A box of zero width or height is the official "no box" placeholder
+    (the rose-garden demo writes ``[0, 512, 0, 0]``): ignored with a warning."""
     if fmt == "xyxy":
         x0, y0, x1, y1 = raw
     else:
@@ -265,15 +269,15 @@ def _fit_box(i: int, raw: list[float], fmt: str, width: int, height: int, name: 
         raise LayoutError(f"{name}: annos[{i}] bbox {shown} has negative size when read as {_READING[fmt]}; fix the "
                           f"numbers, or load with bbox_format '{other}' if the file uses {_READING[other]}",
                           index=i, field="bbox")
-    cx0, cy0 = min(max(x0, 0.0), width), min(max(y0, 0.0), height)
-    cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
-    if cx1 <= cx0 or cy1 <= cy0:
-        warnings.append(f"annos[{i}]: bbox {shown} ({fmt}) has no area on the {width}x{height} canvas; box ignored")
+    if x1 == x0 or y1 == y0:
+        warnings.append(f"annos[{i}]: bbox {shown} ({fmt}) has no area (the official 'no box' placeholder); box "
+                        f"ignored")
         return None
-    if (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1):
-        warnings.append(f"annos[{i}]: bbox {shown} ({fmt}) reaches outside the {width}x{height} canvas; clipped to "
-                        f"corners {[_num(v) for v in (cx0, cy0, cx1, cy1)]}")
-    return cx0, cy0, cx1, cy1
+    box, warning = fit_box((x0, y0, x1, y1), width, height, f"{name}: annos[{i}]", index=i,
+                           given=f"{shown} as {_READING[fmt]}")
+    if warning:
+        warnings.append(warning)
+    return box
 
 
 # ------------------------------------------------------------------------------------------------ other fields
