@@ -320,6 +320,47 @@ def load_custom_node(module_path: str) -> dict:
     return {"module_path": module_path, "loaded": bool(ok), "failed_extras": [], "log": handler.records}
 
 
+AD_EVOLVED_PACK = "ComfyUI-AnimateDiff-Evolved"
+AD_EVOLVED_ENV = "INSTDIFF_AD_EVOLVED"
+AD_EVOLVED_NODE = "ADE_UseEvolvedSampling"       # registered once the pack has loaded
+
+
+def find_animatediff_evolved(environ=None) -> str | None:
+    """The AnimateDiff-Evolved pack folder: ``$INSTDIFF_AD_EVOLVED``, else ``custom_nodes/`` of the host, else a
+    ``custom_nodes/`` beside the host tree; None when none has its ``__init__.py``."""
+    environ = os.environ if environ is None else environ
+    root, _ = find_comfyui_root(environ)
+    candidates = [environ.get(AD_EVOLVED_ENV, "")]
+    if root:
+        candidates += [os.path.join(root, "custom_nodes", AD_EVOLVED_PACK),
+                       os.path.join(os.path.dirname(os.path.abspath(root)), "custom_nodes", AD_EVOLVED_PACK)]
+    return next((c for c in candidates if c and os.path.isfile(os.path.join(c, "__init__.py"))), None)
+
+
+def load_animatediff_evolved(base: str) -> tuple[bool, str]:
+    """Register AnimateDiff-Evolved's nodes in the running host, read-only: the pack is loaded through a symlink
+    in ``<base>/ad_custom_nodes`` (a scratch folder), as ComfyUI loads a custom node folder; nothing is written
+    into its tree (run with PYTHONDONTWRITEBYTECODE=1 to keep __pycache__ out too). ``(True, pack folder)``, or
+    ``(False, why not)`` when it is absent or fails to load on this host. Loading twice is a no-op."""
+    import nodes
+
+    if AD_EVOLVED_NODE in nodes.NODE_CLASS_MAPPINGS:
+        return True, "already loaded"
+    src = find_animatediff_evolved()
+    if src is None:
+        return False, (f"{AD_EVOLVED_PACK} not found (set {AD_EVOLVED_ENV}, or put it in custom_nodes/ of the host "
+                       f"or beside the host tree)")
+    folder = os.path.join(base, "ad_custom_nodes")
+    os.makedirs(folder, exist_ok=True)
+    link = os.path.join(folder, AD_EVOLVED_PACK)
+    if not os.path.lexists(link):
+        os.symlink(src, link, target_is_directory=True)
+    load_custom_node(link)
+    if AD_EVOLVED_NODE not in nodes.NODE_CLASS_MAPPINGS:
+        return False, f"{AD_EVOLVED_PACK} ({src}) did not load on this host"
+    return True, src
+
+
 def pack_import_error(load_result: dict) -> str:
     """ComfyUI only logs a failed custom-node import; dig the traceback out of the captured log records."""
     path = load_result.get("module_path") or PACK_DIR_NAME

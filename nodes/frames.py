@@ -157,8 +157,8 @@ class InstanceTracksFromBoxes:
                                               "detector names it, e.g. RT-DETR's COCO classes); match 'order': just "
                                               "the prompt."}),
             "match": (list(MATCH_RULES), {"default": "label", "tooltip":
-                "label: by the box's label (metadata.desc for Create Bounding Boxes); order: by position in each "
-                "frame's list."}),
+                "label: by the box's label (label, or metadata.label / metadata.desc; RT-DETR gives labels, "
+                "Create Bounding Boxes gives none, so use order with it); order: by position in each frame's list."}),
             "after_last": _AFTER_LAST,
         }}
 
@@ -264,7 +264,8 @@ def draw_frames(layouts: FrameLayouts, image=None) -> torch.Tensor:
         if image is not None:
             img = image[min(f, image.shape[0] - 1)]
             bg = (img.cpu().numpy() * 255).clip(0, 255).astype(np.uint8)
-        pic = draw_layout(layouts.frame(f), image=bg)
+        slots = layouts.frame_slots(f)                   # colour and label by slot: stable when one is absent
+        pic = draw_layout(layouts.frame(f), image=bg, indices=[i for i, _ in slots])
         arr = np.asarray(pic.convert("RGB"), dtype=np.float32) / 255.0
         out.append(torch.from_numpy(arr)[None])
     sizes = {tuple(t.shape) for t in out}

@@ -16,13 +16,13 @@ from PIL import Image
 
 from ..instancediffusion_core.layout.types import MAX_CANVAS, Layout, LayoutError
 from ..instancediffusion_core.layout.json_io import LoadedLayout, layout_to_official, load_layout, parse_json_text
+from .node_messages import WARNINGS_KEY, result_with_warnings  # noqa: F401  (the editor's ui keys, read by tests)
 from .types import CATEGORY, INSTANCE_LAYOUT
 
 NODE_TITLE = "Instance Layout Editor"
 CANVAS = {"default": 512, "min": 16, "max": MAX_CANVAS, "step": 8}
-BACKGROUND_KEY = "instdiff_background"    # UI keys the frontend reads (web/js/instance_layout_editor.js); not
-WARNINGS_KEY = "instdiff_warnings"        # "images", which would make ComfyUI show a second picture on the node
-LAYOUT_KEY = "instdiff_layout"
+BACKGROUND_KEY = "instdiff_background"    # UI keys the frontend reads (web/js/instance_layout_editor.js, also
+LAYOUT_KEY = "instdiff_layout"            # WARNINGS_KEY); not "images", which would show a second picture
 
 
 def editor_layout(layout_json: str, width: int, height: int) -> LoadedLayout:
@@ -114,10 +114,11 @@ class InstanceLayoutEditor:
         loaded = editor_layout(layout_json, width, height)
         ui = {
             LAYOUT_KEY: [layout_to_official(loaded.layout)],
-            WARNINGS_KEY: [w for w in loaded.warnings if not w.startswith("no instances")],
             BACKGROUND_KEY: [save_preview_image(background)] if background is not None else [],
         }
-        return {"ui": ui, "result": (loaded.layout, loaded.caption)}
+        # the editor shows these under its canvas (web/js/instance_layout_editor.js); they are logged too
+        warnings = [w for w in loaded.warnings if not w.startswith("no instances")]
+        return result_with_warnings((loaded.layout, loaded.caption), warnings, NODE_TITLE, ui=ui)
 
 
 NODES = {"InstanceLayoutEditor": (InstanceLayoutEditor, NODE_TITLE)}

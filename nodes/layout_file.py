@@ -21,6 +21,7 @@ from ..instancediffusion_core.layout.json_io import (MAX_LAYOUT_BYTES, bounded_r
                                                      read_layout_file)
 from ..instancediffusion_core.layout.preview import draw_layout
 from ..instancediffusion_core.layout.types import LayoutError
+from .node_messages import result_with_warnings
 from .types import INSTANCE_LAYOUT
 
 _CAT = "instance_diffusion/layout"
@@ -92,7 +93,8 @@ class LoadLayout:
     RETURN_TYPES = (INSTANCE_LAYOUT, "STRING", "STRING")
     RETURN_NAMES = ("layout", "caption", "report")
     OUTPUT_TOOLTIPS = ("The instances, in canvas pixels.", "The file's global caption (for CLIP Text Encode).",
-                       "What was decided while loading (box format, ignored keys, truncation).")
+                       "What was decided while loading (box format, ignored keys, boxes clipped to the canvas, "
+                       "truncation); the same lines show on the node and in the console.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -125,7 +127,9 @@ class LoadLayout:
         data, name = read_layout_source(file, json_text)
         loaded = load_layout(data, bbox_format=bbox_format, truncate=truncate, name=name)
         report = "\n".join(loaded.warnings) or f"bbox format: {loaded.bbox_format_used}"
-        return (loaded.layout, loaded.caption, report)
+        # the report's lines also show on the node and in the console: no workflow needs to wire 'report'
+        return result_with_warnings((loaded.layout, loaded.caption, report), loaded.warnings, NODES[
+            "LoadInstanceLayout"][1])
 
 
 class LayoutPreview:

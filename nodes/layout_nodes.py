@@ -2,6 +2,10 @@
 
 Every node returns a NEW layout (ComfyUI caches outputs, so a received layout is never modified); chaining
 nodes appends instances in order (slot order matters only for the seg branch, spec 1.3).
+
+Boxes follow the one canvas policy (``box_fit``), as in Load Layout and the editor: a box partly outside the canvas
+is clipped to it with a warning (shown on the node and in the console, ``node_messages``); a box entirely outside
+is an error naming the instance, its prompt and the numbers.
 """
 from __future__ import annotations
 
@@ -11,7 +15,9 @@ import re
 
 import numpy as np
 
+from ..instancediffusion_core.layout.box_fit import fit_box, shown_box
 from ..instancediffusion_core.layout.types import Instance, Layout, LayoutError, MAX_CANVAS, MAX_INSTANCES
+from .node_messages import result_with_warnings
 from .types import CATEGORY, INSTANCE_LAYOUT
 from .validation import text
 
@@ -87,6 +93,18 @@ def mask_to_canvas(mask, index: int, layout: Layout, field: str) -> np.ndarray:
     return arr
 
 
+def fit_node_box(layout: Layout, prompt: str, x: float, y: float, width: float, height: float,
+                 field: str = "box") -> tuple[tuple[float, float, float, float], str | None]:
+    """The box ``x, y, width, height`` of the next instance as corners on the layout canvas, by the one box policy:
+    partly outside is clipped (with the warning), entirely outside or without size is a ``LayoutError`` naming the
+    instance, its prompt and the numbers."""
+    i = len(layout.instances)
+    prompt = text("prompt", prompt, f"instance {i}")
+    given = ", ".join(f"{name} {v}" for name, v in zip(("x", "y", "width", "height"), shown_box((x, y, width, height))))
+    return fit_box((x, y, x + width, y + height), layout.width, layout.height, f"instance {i} ({prompt[:40]!r})",
+                   index=i, field=field, given=given)
+
+
 def _append(layout: Layout, inst: Instance) -> Layout:
     text("prompt", inst.caption, f"instance {len(layout.instances)}")
     if len(layout.instances) >= MAX_INSTANCES:
@@ -134,13 +152,17 @@ class InstanceBox(_InstanceNode):
             "layout": _LAYOUT_IN, "prompt": _PROMPT,
             "x": ("INT", {"default": 64, **_PX, "tooltip": "Left edge of the box, pixels from the canvas's left."}),
             "y": ("INT", {"default": 64, **_PX, "tooltip": "Top edge of the box, pixels from the canvas's top."}),
-            "width": ("INT", {"default": 192, "min": 1, "max": MAX_CANVAS, "tooltip": "Box width in pixels."}),
-            "height": ("INT", {"default": 192, "min": 1, "max": MAX_CANVAS, "tooltip": "Box height in pixels."}),
+            "width": ("INT", {"default": 192, "min": 1, "max": MAX_CANVAS, "tooltip":
+                "Box width in pixels. A box reaching past the canvas edge is clipped to the canvas (with a warning "
+                "on the node); one entirely outside the canvas is an error."}),
+            "height": ("INT", {"default": 192, "min": 1, "max": MAX_CANVAS, "tooltip":
+                "Box height in pixels (clipped to the canvas like the width)."}),
         }}
 
     def add(self, layout, prompt, x, y, width, height):
-        inst = Instance(caption=prompt, bbox=(float(x), float(y), float(x + width), float(y + height)))
-        return (_append(layout, inst),)
+        bbox, warning = fit_node_box(layout, prompt, float(x), float(y), float(width), float(height))
+        out = _append(layout, Instance(caption=prompt, bbox=bbox))
+        return result_with_warnings((out,), [warning] if warning else [], NODES["InstanceBox"][1])
 
 
 class InstancePoint(_InstanceNode):
@@ -202,7 +224,9 @@ class InstanceAny(_InstanceNode):
     def INPUT_TYPES(cls):
         return {"required": {
             "layout": _LAYOUT_IN, "prompt": _PROMPT,
-            "box": ("STRING", {"default": "", "tooltip": "'x,y,width,height' in canvas pixels, or empty."}),
+            "box": ("STRING", {"default": "", "tooltip": "'x,y,width,height' in canvas pixels, or empty. A box "
+                                                   "reaching past the canvas edge is clipped to it (with a warning "
+                                                   "on the node); one entirely outside is an error."}),
             "point": ("STRING", {"default": "", "tooltip": "'x,y' in canvas pixels, or empty."}),
             "scribble": ("STRING", {"multiline": True, "default": "",
                                     "tooltip": "'x,y' pairs of a polyline, or empty."}),
@@ -212,12 +236,12 @@ class InstanceAny(_InstanceNode):
 
     def add(self, layout, prompt, box="", point="", scribble="", mask=None):
         i = len(layout.instances)
-        bbox = None
+        bbox, warning = None, None
         if box.strip():
             b = parse_numbers(box, f"instance {i} box")
             if len(b) != 4:
                 raise LayoutError(f"instance {i} box: expected 4 numbers 'x,y,width,height', got {len(b)}")
-            bbox = (b[0], b[1], b[0] + b[2], b[1] + b[3])
+            bbox, warning = fit_node_box(layout, prompt, *b)
         pt = None
         if point.strip():
             pts = parse_points(point, f"instance {i} point")
@@ -226,7 +250,8 @@ class InstanceAny(_InstanceNode):
             pt = pts[0]
         scr = tuple(parse_points(scribble, f"instance {i} scribble")) or None
         arr = mask_to_canvas(mask, 0, layout, f"instance {i} mask") if mask is not None else None
-        return (_append(layout, Instance(caption=prompt, bbox=bbox, point=pt, scribble=scr, mask=arr)),)
+        out = _append(layout, Instance(caption=prompt, bbox=bbox, point=pt, scribble=scr, mask=arr))
+        return result_with_warnings((out,), [warning] if warning else [], NODES["InstanceAny"][1])
 
 
 NODES = {

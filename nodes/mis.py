@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 from dataclasses import dataclass, field
 
 import torch
@@ -55,10 +54,13 @@ from ..instancediffusion_core.sampling import mis as core
 from .instance_cond import InstanceConditioning
 from .patching import COND_KEY, SCHEDULE_KEY
 from .plms import OFFICIAL_SCHEDULER, PLMS_NAME, OfficialPLMS, official_sigmas
+from .validation import finite
 
 CATEGORY = "instance_diffusion/sampling"
 DEFAULT_MIS = 0.36
 DEFAULT_MAX_BATCH = 4
+KSAMPLER_TITLE = "InstanceDiffusion KSampler"
+GUIDER_TITLE = "InstanceDiffusion MIS Guider"
 STACKABLE_KEYS = frozenset({"pooled_output", COND_KEY})   # a global entry with only these keys can be stacked
 
 
@@ -480,6 +482,9 @@ class InstanceDiffusionKSampler:
 
     def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
                denoise=1.0, mis=DEFAULT_MIS, merge="mean", max_batch=DEFAULT_MAX_BATCH):
+        cfg = finite("cfg", cfg, KSAMPLER_TITLE, minimum=0.0, maximum=100.0)
+        denoise = finite("denoise", denoise, KSAMPLER_TITLE, minimum=0.0, maximum=1.0)
+        mis = finite("mis", mis, KSAMPLER_TITLE, minimum=0.0, maximum=1.0)
         out, _guider = mis_ksample(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
                                    latent_image, denoise, mis, merge, max_batch)
         return (out,)
@@ -506,6 +511,8 @@ class InstanceDiffusionMISGuider:
 
     def get_guider(self, model, positive, negative, cfg, mis=DEFAULT_MIS, merge="mean",
                    max_batch=DEFAULT_MAX_BATCH):
+        cfg = finite("cfg", cfg, GUIDER_TITLE, minimum=0.0, maximum=100.0)
+        mis = finite("mis", mis, GUIDER_TITLE, minimum=0.0, maximum=1.0)
         guider = MultiInstanceGuider(model, mis, merge, max_batch)
         guider.set_conds(positive, negative)
         guider.set_cfg(cfg)
@@ -513,6 +520,6 @@ class InstanceDiffusionMISGuider:
 
 
 NODES = {
-    "InstanceDiffusionKSampler": (InstanceDiffusionKSampler, "InstanceDiffusion KSampler"),
-    "InstanceDiffusionMISGuider": (InstanceDiffusionMISGuider, "InstanceDiffusion MIS Guider"),
+    "InstanceDiffusionKSampler": (InstanceDiffusionKSampler, KSAMPLER_TITLE),
+    "InstanceDiffusionMISGuider": (InstanceDiffusionMISGuider, GUIDER_TITLE),
 }

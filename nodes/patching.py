@@ -144,7 +144,12 @@ class TokenTable:
                                              rows if frames is None else total))
             else:
                 parts.append(tokens_for_rows(tokens, rows))
-        objs = torch.cat(parts).to(device=x.device)
+        objs = torch.cat(parts)
+        # One host->device copy per (call, device, dtype) key, queued without waiting (non_blocking) so the CPU
+        # goes on launching the UNet; only towards an accelerator (a device->host copy must complete before use).
+        # The dtype stays the tokens' own: the fuser casts them to its compute dtype (fuser.cast_like), and a
+        # cast to x's dtype here would round fp32 tokens through fp16 first.
+        objs = objs.to(device=x.device, dtype=objs.dtype, non_blocking=x.device.type != "cpu")
         self._cache[key] = objs
         return objs
 

@@ -5,9 +5,10 @@ import logging
 import os
 
 from ..instancediffusion_core.layout.types import MAX_CANVAS, MAX_INSTANCES
-from ..instancediffusion_core.layout.check import check_layout, format_warnings
+from ..instancediffusion_core.layout.check import check_layout, check_layout_or_frames, format_warnings
 from ..instancediffusion_core.planner.plan import (DEFAULT_API_KEY_ENV, DEFAULT_BASE_URL, PlannerError, PlanRequest,
                                               plan_layout)
+from .node_messages import result_with_warnings
 from .types import CATEGORY, INSTANCE_LAYOUT
 from .validation import finite, text
 
@@ -93,22 +94,26 @@ class LayoutPlanner:
     def plan(self, description, width, height, max_instances, base_url, model, api_key_env, timeout, seed,
              temperature=0.0, cache_to_disk=True):
         description = text("description", description, NODE_TITLE)
-        timeout = finite("timeout", timeout, NODE_TITLE, minimum=0.001)
+        timeout = finite("timeout", timeout, NODE_TITLE, minimum=1.0, maximum=3600.0)
         temperature = finite("temperature", temperature, NODE_TITLE, minimum=0.0, maximum=2.0)
         result = plan_layout(description, width, height, max_instances, base_url=base_url, model=model,
                              api_key_env=api_key_env, timeout=timeout, seed=seed, temperature=temperature,
                              cache_dir=disk_cache_dir() if cache_to_disk else None)
-        check = format_warnings(check_layout(result.layout), result.layout)
+        found = check_layout(result.layout)
+        check = format_warnings(found, result.layout)
         report = f"{result.report()}\n{check}"
         _LOG.info("Layout Planner: %s", report.replace("\n", " | "))
-        return (result.layout, result.caption, report)
+        lines = list(result.repairs) + ([line[2:] if line.startswith("- ") else line
+                                         for line in check.splitlines()[1:]] if found else [])
+        return result_with_warnings((result.layout, result.caption, report), lines, NODE_TITLE)
 
 
 class LayoutCheck:
     DESCRIPTION = ("Looks for things that load fine but render badly: objects cut by the canvas edge, boxes too small "
                    "for the latent grid, near-duplicate boxes, a box inside another of the same category, and sizes "
-                   "that break perspective on a shared ground line. Connect 'warnings' to Preview Any to read them; "
-                   "the layout passes through unchanged.")
+                   "that break perspective on a shared ground line. The warnings show on the node and in the "
+                   "console (and on the 'warnings' output, e.g. for Preview Any); the layout passes through "
+                   "unchanged.")
     CATEGORY = _CAT
     FUNCTION = "check"
     RETURN_TYPES = ("STRING", INSTANCE_LAYOUT)
@@ -133,8 +138,10 @@ class LayoutCheck:
 
     def check(self, layout, generation_width=0, generation_height=0, latent_scale=8):
         size = (generation_width or layout.width, generation_height or layout.height)
-        warnings = check_layout(layout, latent_scale=latent_scale, generation_size=size)
-        return (format_warnings(warnings, layout), layout)
+        warnings = check_layout_or_frames(layout, latent_scale=latent_scale, generation_size=size)
+        report = format_warnings(warnings, layout)
+        lines = [line[2:] if line.startswith("- ") else line for line in report.splitlines()[1:]] if warnings else []
+        return result_with_warnings((report, layout), lines, NODES["InstanceLayoutCheck"][1])
 
 
 NODES = {

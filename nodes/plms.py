@@ -21,6 +21,9 @@ import comfy.samplers
 from ..instancediffusion_core.sampling import plms
 from .patching import STEP_SIGMA_KEY
 from .types import CATEGORY
+from .validation import finite
+
+SCHEDULE_TITLE = "InstanceDiffusion Official Schedule"
 
 PLMS_NAME = "plms (official)"
 OFFICIAL_SCHEDULER = "official (ddim_uniform + 1)"
@@ -113,10 +116,11 @@ class InstanceDiffusionOfficialSchedule:
         }}
 
     def get_sigmas(self, model, steps, denoise):
+        denoise = finite("denoise", denoise, SCHEDULE_TITLE, minimum=0.01, maximum=1.0)
         return (official_sigmas(model, steps, denoise),)
 
 
 NODES = {
     "InstanceDiffusionPLMSSampler": (InstanceDiffusionPLMSSampler, "InstanceDiffusion PLMS Sampler (official)"),
-    "InstanceDiffusionOfficialSchedule": (InstanceDiffusionOfficialSchedule, "InstanceDiffusion Official Schedule"),
+    "InstanceDiffusionOfficialSchedule": (InstanceDiffusionOfficialSchedule, SCHEDULE_TITLE),
 }

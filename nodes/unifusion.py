@@ -22,6 +22,9 @@ from .patching import SCHEDULE_KEY, TABLE_KEY, WRAPPER_KEY, TokenTable, remove_p
 from .step_clock import CLOCK_WRAPPER_KEY, StepSigmaWrapper, clock_wrapper
 from .topology import unet_topology
 from .types import INSTANCEDIFFUSION, ModelPatchNode, weights_of
+from .validation import finite
+
+NODE_TITLE = "Apply UniFusion (InstanceDiffusion)"
 
 
 class UniFusionPatch:
@@ -124,13 +127,16 @@ class ApplyUniFusion(ModelPatchNode):
         }}
 
     def apply(self, model, instdiff, strength, start, end):
+        strength = finite("strength", strength, NODE_TITLE, minimum=0.0, maximum=3.0)
+        start = finite("start", start, NODE_TITLE, minimum=0.0, maximum=1.0)
+        end = finite("end", end, NODE_TITLE, minimum=0.0, maximum=1.0)
+        if end < start:
+            raise ValueError(f"{NODE_TITLE}: end ({end:g}) is before start ({start:g}); set end >= start.")
         patcher = weights_of(instdiff)
         addons = patcher.model
         if addons.position_net is None:
             raise ValueError("These InstanceDiffusion weights have no position net (position_net.*), which "
                              "UniFusion needs for the null grounding. Load the full add-on file.")
-        if end < start:
-            raise ValueError(f"end ({end}) is before start ({start}); set end >= start.")
         topo = unet_topology(model)
         addons.check_compatible(topo.fuser_widths, {}, topo.context_dim)
         patch = UniFusionPatch(patcher, topo, strength, start, end)
@@ -148,4 +154,4 @@ class ApplyUniFusion(ModelPatchNode):
         return (m,)
 
 
-NODES = {"ApplyUniFusion": (ApplyUniFusion, "Apply UniFusion (InstanceDiffusion)")}
+NODES = {"ApplyUniFusion": (ApplyUniFusion, NODE_TITLE)}

@@ -613,19 +613,42 @@ Same nodes with mis 0 = the official plain sampler (PLMSSampler). Swap the sampl
     return wf
 
 
-def frames_moving_ball():
-    """Per-frame layouts (a track) on a batch of frames, core nodes only (no motion model)."""
-    wf = Workflow()
-    n = 8
+def _table_and_ball_track(wf, n: int, keyframes: str):
+    """The frames workflows' layout: a table on every frame and a ball track over ``n`` frames."""
     canvas = wf.node("InstanceLayout", (X_LAYOUT, 0), {"width": 512, "height": 512})
     table = wf.node("InstanceBox", (X_LAYOUT, 130), {"prompt": "a wooden table", "x": 0, "y": 352, "width": 512,
                                                      "height": 160}, title="Instance 0: Box (every frame)")
     wf.link(canvas, 0, table, "layout")
     track = wf.node("InstanceTrackKeyframes", (X_LAYOUT, 340), {
-        "prompt": "a red rubber ball", "frames": n,
-        "keyframes": f"0: box 16,160,128,128\n{n - 1}: box 368,160,128,128",
+        "prompt": "a red rubber ball", "frames": n, "keyframes": keyframes,
         "interpolation": "linear", "after_last": "error"}, title="Instance 1: Track (keyframes)", size=[320, 300])
     wf.link(table, 0, track, "layout")
+    return track
+
+
+def _sample_frames(wf, model, cond, neg, ckpt, track, n: int, cx: int, prefix: str):
+    """A batch of ``n`` latents through KSampler (the official settings), the track's per-frame preview, decode
+    and save."""
+    latent = wf.node("EmptyLatentImage", (cx + 360, 0), {"width": 512, "height": 512, "batch_size": n},
+                     title=f"Empty Latent Image ({n} frames)")
+    ks = wf.node("KSampler", (cx + 360, 140), {"seed": 0, "steps": 50, "cfg": 7.5, "sampler_name": "ipndm",
+                                                "scheduler": "ddim_uniform", "denoise": 1.0})
+    wf.link(model, 0, ks, "model")
+    wf.link(cond, 0, ks, "positive")
+    wf.link(neg, 0, ks, "negative")
+    wf.link(latent, 0, ks, "latent_image")
+    prev = wf.node("InstanceLayoutPreview", (X_LAYOUT, 680), title="Layout Preview (one picture per frame)")
+    wf.link(track, 0, prev, "layout")
+    show = wf.node("PreviewImage", (X_LAYOUT, 800), size=[320, 320])
+    wf.link(prev, 0, show, "images")
+    decode_save(wf, ks, ckpt, track, cx + 720, 0, prefix)
+
+
+def frames_moving_ball():
+    """Per-frame layouts (a track) on a batch of frames, core nodes only (no motion model)."""
+    wf = Workflow()
+    n = 8
+    track = _table_and_ball_track(wf, n, f"0: box 16,160,128,128\n{n - 1}: box 368,160,128,128")
     note = f"""InstanceDiffusion: INSTANCES OVER TIME (per-frame layouts on a batch of {n} frames)
 
 HOW IT WORKS
@@ -644,19 +667,50 @@ No motion model here: the frames are independent images that share a seed patter
     cx = X_COND
     cond = conditioning(wf, pos, ckpt, track, weights, cx, 0)
     model = patched_model(wf, ckpt, weights, cx, 200)
-    latent = wf.node("EmptyLatentImage", (cx + 360, 0), {"width": 512, "height": 512, "batch_size": n},
-                     title=f"Empty Latent Image ({n} frames)")
-    ks = wf.node("KSampler", (cx + 360, 140), {"seed": 0, "steps": 50, "cfg": 7.5, "sampler_name": "ipndm",
-                                                "scheduler": "ddim_uniform", "denoise": 1.0})
-    wf.link(model, 0, ks, "model")
-    wf.link(cond, 0, ks, "positive")
-    wf.link(neg, 0, ks, "negative")
-    wf.link(latent, 0, ks, "latent_image")
-    prev = wf.node("InstanceLayoutPreview", (X_LAYOUT, 680), title="Layout Preview (one picture per frame)")
-    wf.link(track, 0, prev, "layout")
-    show = wf.node("PreviewImage", (X_LAYOUT, 800), size=[320, 320])
-    wf.link(prev, 0, show, "images")
-    decode_save(wf, ks, ckpt, track, cx + 720, 0, "instdiff/frames_moving_ball")
+    _sample_frames(wf, model, cond, neg, ckpt, track, n, cx, "instdiff/frames_moving_ball")
+    return wf
+
+
+AD_EVOLVED = "ComfyUI-AnimateDiff-Evolved"
+
+
+def frames_animatediff_context():
+    """A track on 24 frames sampled through AnimateDiff-Evolved's context windows (Use Evolved Sampling + Context
+    Options Standard Static), without a motion model; needs the AnimateDiff-Evolved pack."""
+    wf = Workflow()
+    n, length, overlap = 24, 16, 4
+    track = _table_and_ball_track(
+        wf, n, f"0: box 16,224,128,128\n{n // 2}: box 192,96,128,128\n{n - 1}: box 368,224,128,128")
+    note = f"""InstanceDiffusion + ANIMATEDIFF-EVOLVED CONTEXT WINDOWS (per-frame layouts on {n} frames)
+
+NEEDS the {AD_EVOLVED} pack (github.com/Kosinkadink/{AD_EVOLVED}; ComfyUI Manager: 'AnimateDiff Evolved'). Without it the two purple nodes are missing.
+
+HOW IT WORKS
+'Instance Track: Keyframes' moves the ball over {n} frames (frame 0 -> {n // 2} -> {n - 1}, linear); the table is on every frame. The Conditioning node computes the grounding of all {n} frames once. 'Context Options Standard Static' ({length} frames per window, {overlap} overlapping) + 'Use Evolved Sampling' make the KSampler denoise the batch window by window; InstanceDiffusion grounds every latent of a window by its own frame (the window's frame numbers, not its position in the window), so the result is the same as without windows, in less memory. Set the Empty Latent Image batch_size to the track's frames.
+
+MOTION MODEL (optional, for temporal coherence)
+This workflow runs without one: the frames are independent images that only share the layout. For an AnimateDiff video, put an SD1.5 motion model (e.g. v3_sd15_mm.ckpt from huggingface.co/guoyww/animatediff) in ComfyUI/models/animatediff_models, add 'Load AnimateDiff Model' -> 'Apply AnimateDiff Model' and connect its M_MODELS to 'Use Evolved Sampling' m_models (beta_schedule autoselect then picks the motion model's schedule) and keep context_length at 16, the window SD1.5 motion models are trained on. The pack's tests run this workflow without a motion model; with one it is untested.
+
+The multi-instance sampler refuses tracks.
+
+{KNOBS_TEXT}
+
+{WEIGHTS_TEXT}"""
+    wf.note(note, (-520, 0), size=(480, 900))
+    ckpt, weights = base_models(wf, 0, 0)
+    pos, neg = prompts(wf, ckpt, 0, 330, "a red rubber ball bouncing on a wooden table, studio photo")
+    cx = X_COND
+    cond = conditioning(wf, pos, ckpt, track, weights, cx, 0)
+    model = patched_model(wf, ckpt, weights, cx, 200)
+    ad_colour, ad_bg = "#323", "#535"
+    ctx = wf.node("ADE_StandardStaticContextOptions", (cx, 600),
+                  {"context_length": length, "context_overlap": overlap}, title="Context Options (AnimateDiff)",
+                  color=ad_colour, bgcolor=ad_bg)
+    evolved = wf.node("ADE_UseEvolvedSampling", (cx, 880), {"beta_schedule": "autoselect"},
+                      title="Use Evolved Sampling (AnimateDiff)", color=ad_colour, bgcolor=ad_bg)
+    wf.link(model, 0, evolved, "model")
+    wf.link(ctx, 0, evolved, "context_options")
+    _sample_frames(wf, evolved, cond, neg, ckpt, track, n, cx, "instdiff/frames_animatediff_context")
     return wf
 
 
@@ -672,7 +726,9 @@ BUILDERS = {
     "multi_instance_sampler": multi_instance_sampler,
     "official_demo_settings": official_demo_settings,
     "frames_moving_ball": frames_moving_ball,
+    "frames_animatediff_context": frames_animatediff_context,
 }
+NEEDS_AD_EVOLVED = {"frames_animatediff_context"}     # built only where AnimateDiff-Evolved loads
 
 
 def layout_subprompt(prompt: dict) -> dict | None:
@@ -726,6 +782,12 @@ def main(argv=None) -> int:
     from PIL import Image
     Image.new("RGBA", (512, 512)).save(os.path.join(host["dirs"]["input"], "example.png"))
     os.makedirs(out_dir, exist_ok=True)
+    if NEEDS_AD_EVOLVED & set(only):
+        ok, why = comfy_harness.load_animatediff_evolved(host["base"])
+        if not ok:
+            skipped = sorted(NEEDS_AD_EVOLVED & set(only))
+            print(f"not building {', '.join(skipped)}: {why}")
+            only = [n for n in only if n not in NEEDS_AD_EVOLVED]
     for name in only:
         wf = BUILDERS[name]()
         data = wf.to_json()

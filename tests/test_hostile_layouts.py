@@ -8,7 +8,6 @@ through the real host.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
@@ -20,6 +19,7 @@ import types
 import numpy as np
 import pytest
 
+from instdiff_testkit.pack_modules import node_module as pack_module
 from instancediffusion_core.layout.json_io import load_layout
 from instancediffusion_core.layout.preview import draw_layout
 from instancediffusion_core.layout.rle import decode_rle
@@ -54,16 +54,9 @@ def _fake_folder_paths(input_dir: str, output_dir: str) -> types.ModuleType:
 
 
 def node_module(name: str, monkeypatch):
-    if PACKAGE not in sys.modules:
-        root = types.ModuleType(PACKAGE)
-        root.__path__ = [REPO]
-        sys.modules[PACKAGE] = root
-        sub = types.ModuleType(f"{PACKAGE}.nodes")
-        sub.__path__ = [os.path.join(REPO, "nodes")]
-        sys.modules[f"{PACKAGE}.nodes"] = sub
     if "folder_paths" not in sys.modules:
         monkeypatch.setitem(sys.modules, "folder_paths", _fake_folder_paths("/nonexistent", "/nonexistent"))
-    return importlib.import_module(f"{PACKAGE}.nodes.{name}")
+    return pack_module(name, PACKAGE)
 
 
 @pytest.fixture
@@ -120,9 +113,9 @@ def test_names_inside_the_input_folder_still_load(layout_file, dirs):
     node = layout_file.LoadLayout()
     for file, text in (("(use json_text)", "layouts/scene.json"), ("layouts/scene.json", ""),
                        ("(use json_text)", "  layouts/scene.json [input] ")):
-        layout, caption, report = node.load(file, text, "auto", False)
+        layout, caption, report = node.load(file, text, "auto", False)["result"]
         assert caption == "from input" and len(layout.instances) == 1
-    layout, caption, _ = node.load("(use json_text)", json.dumps(doc(caption="pasted")), "auto", False)
+    layout, caption, _ = node.load("(use json_text)", json.dumps(doc(caption="pasted")), "auto", False)["result"]
     assert caption == "pasted"
     assert node.IS_CHANGED("(use json_text)", "layouts/scene.json", "auto", False) != \
         node.IS_CHANGED("(use json_text)", "layouts/other.json", "auto", False)
@@ -270,7 +263,7 @@ def test_a_null_prompt_is_not_the_caption_none(monkeypatch):
     for prompt in (None, "None", " None "):
         with pytest.raises(ValueError, match="instance 0: prompt is .*unset value"):
             nodes.InstanceBox().add(layout, prompt, 1, 1, 10, 10)
-    (ok,) = nodes.InstanceBox().add(layout, "None of the above", 1, 1, 10, 10)
+    (ok,) = nodes.InstanceBox().add(layout, "None of the above", 1, 1, 10, 10)["result"]
     assert ok.instances[0].caption == "None of the above"
 
 

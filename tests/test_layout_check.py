@@ -216,3 +216,83 @@ def test_llm_plausible_layouts_pass():
     assert check_layout(_llm(10)) == []
     # bboxes82: a sitting person 130 px next to a SMALL dog 20 px: a small dog may be tiny, no perspective warning
     assert [w for w in check_layout(_llm(82)) if w.kind == "perspective"] == []
+
+
+# --------------------------------------------------------------------------------------------- tracks
+
+def _ball_track(n=16):
+    """Slot 0: a static, well-placed person; slot 1: a ball moving down, cut by the bottom edge on frames 3-7,
+    absent on frames 8-9 and back (inside) from frame 10; slot 2: a dog, on frames 12-15 on top of the person
+    (a duplicate)."""
+    from instancediffusion_core.layout.frames import FrameLayouts
+
+    person = box("a person", (100, 200, 160, 400), "person")
+    dog_far = box("a dog", (300, 330, 370, 400), "dog")
+    dog_on = box("a dog", (100, 200, 160, 400), "dog")
+    rows = []
+    for f in range(n):
+        if f < 3:
+            ball = box("a red ball", (250, 300 + 10 * f, 300, 350 + 10 * f))
+        elif f < 8:
+            ball = box("a red ball", (250, 462 + f, 300, 512))          # cut by the bottom edge, moving
+        elif f < 10:
+            ball = None
+        else:
+            ball = box("a red ball", (250, 100, 300, 150))
+        rows.append((person, ball, dog_on if f >= 12 else dog_far))
+    return FrameLayouts(512, 512, "scene", ("a person", "a red ball", "a dog"), rows)
+
+
+def test_track_is_checked_on_every_frame_and_each_warning_reported_once_with_its_frames():
+    from instancediffusion_core.layout.check import check_frames, check_layout_or_frames
+
+    track = _ball_track()
+    found = check_layout_or_frames(track)
+    assert found == check_frames(track)
+    assert kinds(found) == [("edge", 1, None), ("duplicate", 2, 0)]
+    edge, dup = found
+    assert edge.frames == (3, 4, 5, 6, 7) and edge.message.startswith("frames 3-7 (numbers of frame 3): box ")
+    assert "bottom edge" in edge.message and "(250, 465, 300, 512)" in edge.message     # frame 3's box
+    assert dup.frames == (12, 13, 14, 15) and dup.message.startswith("frames 12-15")
+    assert "instance 0 ('a person')" in dup.message                                        # slot indices
+    text = format_warnings(found, track)
+    assert text.splitlines()[0] == "layout check: 2 warnings (1 edge, 1 duplicate)"
+    assert "- [edge] instance 1 ('a red ball'): frames 3-7" in text
+    assert "- [duplicate] instance 2 ('a dog'): frames 12-15" in text
+
+
+def test_track_warning_indices_are_slots_when_an_earlier_slot_is_absent():
+    """Slot 0 absent: the frame's instances shift, the warnings must still name slots 1 and 2."""
+    from instancediffusion_core.layout.frames import FrameLayouts
+    from instancediffusion_core.layout.check import check_layout_or_frames
+
+    a = box("a kite", (10, 10, 60, 60), "kite")
+    b = box("a person", (100, 300, 160, 512), "person")                  # cut by the bottom edge
+    c = box("a man", (120, 350, 140, 450), "person")                     # inside b, same category
+    track = FrameLayouts(512, 512, "", ("a kite", "a person", "a man"), ((a, b, c), (None, b, c), (None, b, c)))
+    found = check_layout_or_frames(track)
+    assert kinds(found) == [("edge", 1, None), ("contains", 2, 1)]
+    assert all(w.frames == (0, 1, 2) for w in found)
+    assert found[0].message.startswith("all 3 frames (numbers of frame 0): ")
+    assert "instance 1 ('a person')" in found[1].message
+
+
+def test_track_different_findings_of_one_kind_stay_apart_and_static_tracks_match_the_layout():
+    from instancediffusion_core.layout.frames import FrameLayouts
+    from instancediffusion_core.layout.check import check_layout_or_frames
+
+    left = box("a car", (0, 300, 100, 400), "car")
+    right = box("a car", (412, 300, 512, 400), "car")
+    inside = box("a car", (200, 300, 300, 400), "car")
+    track = FrameLayouts(512, 512, "", ("a car",), [(left,), (left,), (inside,), (right,), (left,)])
+    found = check_layout_or_frames(track)
+    assert [(w.frames, "left" in w.message) for w in found] == [((0, 1, 4), True), ((3,), False)]
+    assert found[0].message.startswith("frames 0-1, 4 (numbers of frame 0)")
+    assert found[1].message.startswith("frame 3: ") and "right edge" in found[1].message
+    # a static layout as a track: the same findings as the layout, on all frames
+    layout = lay(box("a person", (100, 300, 160, 512), "person"), box("a bird", (10, 10, 20, 20), "bird"))
+    static = FrameLayouts.from_layout(layout, 16)
+    assert kinds(check_layout_or_frames(static)) == kinds(check_layout(layout))
+    assert all(w.frames == tuple(range(16)) and w.message.startswith("all 16 frames")
+               for w in check_layout_or_frames(static))
+    assert check_layout_or_frames(layout) == check_layout(layout)          # a Layout: unchanged

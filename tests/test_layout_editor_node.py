@@ -20,24 +20,15 @@ import pytest
 import torch
 from PIL import Image
 
+from instdiff_testkit.pack_modules import node_module
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "instdiff_pack_under_test"
 
 
-def _node_module():
-    if PACKAGE not in sys.modules:
-        pack = types.ModuleType(PACKAGE)
-        pack.__path__ = [REPO]
-        sys.modules[PACKAGE] = pack
-        nodes_pkg = types.ModuleType(f"{PACKAGE}.nodes")
-        nodes_pkg.__path__ = [os.path.join(REPO, "nodes")]
-        sys.modules[f"{PACKAGE}.nodes"] = nodes_pkg
-    return importlib.import_module(f"{PACKAGE}.nodes.layout_editor")
-
-
 @pytest.fixture(scope="module")
 def mod():
-    return _node_module()
+    return node_module("layout_editor", PACKAGE)
 
 
 @pytest.fixture

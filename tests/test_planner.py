@@ -2,14 +2,12 @@
 
 Nothing here leaves the machine: every URL is the local test server or a closed local port.
 """
-import importlib
 import json
 import os
-import sys
-import types
 
 import pytest
 
+from instdiff_testkit.pack_modules import node_module as pack_module
 from instdiff_testkit.chat_server import ChatServer, Reply, closed_port_url
 from instancediffusion_core.layout.types import MAX_INSTANCES
 from instancediffusion_core.planner.plan import (PlanCache, PlannerError, PlanReplyError, PlanRequest, build_messages,
@@ -329,15 +327,7 @@ def test_build_messages_states_the_limits():
 def node_module():
     """nodes/planner.py imported as part of a stand-in package (the pack's root and nodes/__init__.py import
     ComfyUI; this module only needs its relative imports)."""
-    name = "_instdiff_pack_for_planner_tests"
-    if name not in sys.modules:
-        root = types.ModuleType(name)
-        root.__path__ = [REPO_ROOT]
-        sys.modules[name] = root
-        sub = types.ModuleType(f"{name}.nodes")
-        sub.__path__ = [os.path.join(REPO_ROOT, "nodes")]
-        sys.modules[f"{name}.nodes"] = sub
-    return importlib.import_module(f"{name}.nodes.planner")
+    return pack_module("planner", "_instdiff_pack_for_planner_tests")
 
 
 def node_inputs(srv, **kw):
@@ -377,15 +367,20 @@ def test_planner_node_is_changed_follows_the_cache_key(node_module, server):
 
 def test_planner_node_plans_reports_and_layout_check_passes_through(node_module, server, key):
     srv = server(Reply.content(GOOD))
-    layout, caption, report = node_module.LayoutPlanner().plan(**node_inputs(srv, seed=11))
+    out = node_module.LayoutPlanner().plan(**node_inputs(srv, seed=11))
+    layout, caption, report = out["result"]
+    assert all(SECRET not in w for w in out["ui"]["instdiff_warnings"])
     assert boxes(layout) == GOOD_CORNERS and caption == "a park with a dog and a person"
     assert "planned 3 instances" in report and "layout check:" in report and SECRET not in report
-    again = node_module.LayoutPlanner().plan(**node_inputs(srv, seed=11))
+    again = node_module.LayoutPlanner().plan(**node_inputs(srv, seed=11))["result"]
     assert len(srv.requests) == 1 and "memory cache" in again[2]
-    text, passed = node_module.LayoutCheck().check(layout)
+    text, passed = node_module.LayoutCheck().check(layout)["result"]
     assert passed is layout and text.startswith("layout check:")
     # a 12 px box: too small at 512, fine once generated at 1024
     instance_type = type(layout.instances[0])             # the stand-in package's own Instance class
     tiny = layout.with_instance(instance_type(caption="a bird", bbox=(20, 20, 32, 60)))
-    assert "too_small" in node_module.LayoutCheck().check(tiny)[0]
-    assert "too_small" not in node_module.LayoutCheck().check(tiny, 1024, 1024)[0]
+    assert "too_small" in node_module.LayoutCheck().check(tiny)["result"][0]
+    assert "too_small" not in node_module.LayoutCheck().check(tiny, 1024, 1024)["result"][0]
+    shown = node_module.LayoutCheck().check(tiny)["ui"]["instdiff_warnings"]    # also on the node, unwired
+    assert any(w.startswith("[too_small] instance 3") for w in shown), shown
+    assert not any("too_small" in w for w in node_module.LayoutCheck().check(tiny, 1024, 1024)["ui"]["instdiff_warnings"])

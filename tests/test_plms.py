@@ -127,3 +127,24 @@ def test_sampling_builds_no_autograd_graph():
     sigmas = plms.official_sigmas(_sigma, 5)
     out = plms.sample_plms(model, torch.randn(1, 2, 2, 2), sigmas)
     assert not out.requires_grad and out.grad_fn is None
+
+
+def test_the_schedule_is_read_to_the_host_once(monkeypatch):
+    """No per-step device->host sync: the sigmas are read with one tolist() before the loop, never per step with
+    float(sigma), sigma > 0 or .item() (each waits for a GPU to finish the step's work)."""
+    sigmas = plms.official_sigmas(_sigma, 6)
+    reads = []
+    for name in ("__float__", "__bool__", "__int__", "__index__", "item", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _original=original, _name=name, **kwargs):
+            if self.device == sigmas.device and self.dtype == sigmas.dtype and self.numel() <= sigmas.numel():
+                reads.append(_name)
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    steps_seen = []
+    plms.sample_plms(lambda x, s, **_: 0.9 * x, torch.randn(1, 2, 2, 2), sigmas,
+                     eval_args=lambda sigma: steps_seen.append(sigma) or {})
+    monkeypatch.undo()
+    assert reads == ["tolist"]
+    assert steps_seen == [float(v) for v in sigmas[:-1]]

@@ -103,3 +103,37 @@ def test_cli_errors_return_non_zero(tmp_path, capsys):
     assert cli_main(["only-one-arg"]) == 2
     assert cli_main([str(tmp_path / "a.json"), str(tmp_path / "x.png"), "--size", "big"]) == 2
     assert not (tmp_path / "x.png").exists()
+
+
+def test_track_frame_colours_follow_the_slot_not_the_position():
+    """A track (FrameLayouts) drawn frame by frame the way Layout Preview does it: slot 0 is absent on frame 1,
+    slots 1 and 2 keep their frame-0 colours (box outlines and label backgrounds), and their labels keep the
+    slot numbers."""
+    from instancediffusion_core.layout.frames import FrameLayouts
+
+    a = Instance("a red ball", bbox=(10, 10, 60, 60))
+    b = Instance("a cat", bbox=(80, 20, 140, 80))
+    c = Instance("a dog", bbox=(150, 30, 195, 90))
+    track = FrameLayouts(200, 100, "scene", ("a red ball", "a cat", "a dog"), ((a, b, c), (None, b, c)))
+    pics = []
+    for f in range(2):
+        slots = track.frame_slots(f)
+        pics.append(draw_layout(track.frame(f), indices=[i for i, _ in slots]))
+    for x, y, slot in ((110, 79, 1), (139, 50, 1), (172, 89, 2), (194, 60, 2)):   # bottom / right edges
+        assert _px(pics[0], x, y) == _px(pics[1], x, y) == instance_colour(slot)
+    assert _px(pics[1], 35, 59) == BACKGROUND                                          # slot 0 is gone
+    assert _px(pics[1], 110, 79) != instance_colour(0)                                 # not shifted onto slot 0
+    # label backgrounds (top-left of each box) are identical on both frames
+    f0, f1 = np.asarray(pics[0]), np.asarray(pics[1])
+    assert np.array_equal(f0[22:30, 82:120], f1[22:30, 82:120])
+    assert np.array_equal(f0[32:40, 152:190], f1[32:40, 152:190])
+    # without indices the old behaviour (position = colour) is what frame 1 would show: a different picture
+    assert _px(draw_layout(track.frame(1)), 110, 79) == instance_colour(0)
+
+
+def test_indices_must_match_the_instances():
+    import pytest
+    from instancediffusion_core.layout.types import LayoutError
+
+    with pytest.raises(LayoutError, match="2 indices for 4 instances"):
+        draw_layout(_layout(), indices=[0, 1])

@@ -33,6 +33,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
+from .frames import is_frame_layouts
 from .types import Instance, Layout
 
 KINDS = ("edge", "too_small", "duplicate", "contains", "perspective")
@@ -77,6 +78,7 @@ class LayoutWarning:
     kind: str
     message: str
     other: int | None = None
+    frames: tuple[int, ...] | None = None    # on a track (FrameLayouts): the frames it applies to
 
     def __str__(self) -> str:
         return f"[{self.kind}] instance {self.index}: {self.message}"
@@ -273,16 +275,100 @@ def check_layout(layout: Layout, latent_scale: int = 8,
     image size the layout will be generated at (default: the canvas)."""
     if not isinstance(layout, Layout):
         raise TypeError(f"check_layout: expected a Layout, got {type(layout).__name__}")
+    _check_arguments(latent_scale, generation_size)
+    return _run_checks(layout, latent_scale, generation_size)
+
+
+def _check_arguments(latent_scale, generation_size) -> None:
     if not isinstance(latent_scale, int) or latent_scale <= 0:
         raise ValueError(f"check_layout latent_scale: {latent_scale!r} is not a positive integer; use 8 for SD1.5")
     if generation_size is not None:
         gw, gh = generation_size
         if gw <= 0 or gh <= 0:
             raise ValueError(f"check_layout generation_size: {generation_size!r} must be positive (width, height)")
-    extents = [(i, e) for i, inst in enumerate(layout.instances) if (e := inst.extent()) is not None]
+
+
+def _run_checks(layout, latent_scale: int, generation_size) -> list[LayoutWarning]:
+    """The checks on anything with ``width``, ``height`` and ``instances`` (an entry may be None: absent)."""
+    extents = [(i, e) for i, inst in enumerate(layout.instances)
+               if inst is not None and (e := inst.extent()) is not None]
     found = [*_check_edges(layout, extents), *_check_small(layout, extents, latent_scale, generation_size),
              *_check_pairs(layout, extents), *_check_perspective(layout, extents)]
     return sorted(found, key=lambda w: (KINDS.index(w.kind), w.index))
+
+
+@dataclass(frozen=True)
+class _FrameView:
+    """One frame of a track as the checks see it: ``instances[slot]`` is the slot's Instance or None, so every
+    index (and every "instance N" in a message) is the slot index, the same on every frame."""
+    width: int
+    height: int
+    instances: tuple
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def _frame_ranges(frames: list[int]) -> str:
+    runs, start, prev = [], None, None
+    for f in sorted(frames):
+        if start is None:
+            start = prev = f
+        elif f == prev + 1:
+            prev = f
+        else:
+            runs.append((start, prev))
+            start = prev = f
+    if start is not None:
+        runs.append((start, prev))
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def check_frames(layouts, latent_scale: int = 8,
+                 generation_size: tuple[int, int] | None = None) -> list[LayoutWarning]:
+    """``check_layout`` on every distinct frame of a track (``FrameLayouts``), each finding reported once with
+    the frames it applies to (``LayoutWarning.frames``; the message starts "frames 3-7: ..." or "all 16 frames:
+    ..."). Findings are the same when they have the same kind, slot(s) and wording once the numbers are left out
+    (a moving box cut by the bottom edge on frames 3-7 is one finding; cut by the left edge on 0-2 and by the
+    right one on 10-12, two); the numbers quoted are those of the first frame it applies to. Indices are slot
+    indices."""
+    _check_arguments(latent_scale, generation_size)
+    firsts, where = layouts.distinct_frames()
+    frames_of: list[list[int]] = [[] for _ in firsts]
+    for f, p in enumerate(where):
+        frames_of[p].append(f)
+    groups: dict = {}
+    for p, f in enumerate(firsts):
+        view = _FrameView(layouts.width, layouts.height, tuple(layouts.frames[f]))
+        for w in _run_checks(view, latent_scale, generation_size):
+            key = (w.kind, w.index, w.other, _NUMBER.sub("#", w.message))
+            if key not in groups:
+                groups[key] = (w, f, [])
+            groups[key][2].extend(frames_of[p])
+    n = layouts.num_frames
+    out = []
+    for w, first, frames in groups.values():
+        frames = sorted(frames)
+        if len(frames) == n and n > 1:
+            where_text = f"all {n} frames"
+        elif len(frames) == 1:
+            where_text = f"frame {frames[0]}"
+        else:
+            where_text = f"frames {_frame_ranges(frames)}"
+        if len(frames) > 1:
+            where_text += f" (numbers of frame {first})"
+        out.append(LayoutWarning(w.index, w.kind, f"{where_text}: {w.message}", other=w.other,
+                                 frames=tuple(frames)))
+    return sorted(out, key=lambda w: (KINDS.index(w.kind), w.index, w.frames[0]))
+
+
+def check_layout_or_frames(layout, latent_scale: int = 8,
+                           generation_size: tuple[int, int] | None = None) -> list[LayoutWarning]:
+    """``check_layout`` for a ``Layout``, ``check_frames`` for a track (``FrameLayouts``); what Layout Check
+    runs. ``format_warnings(warnings, layout)`` formats either (a track's ``instances`` name its slots)."""
+    if is_frame_layouts(layout):
+        return check_frames(layout, latent_scale, generation_size)
+    return check_layout(layout, latent_scale, generation_size)
 
 
 def format_warnings(warnings: list[LayoutWarning], layout: Layout | None = None) -> str:

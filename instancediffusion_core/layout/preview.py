@@ -81,9 +81,18 @@ def _place_label(anchor, tw: int, th: int, out_w: int, out_h: int, placed) -> tu
     return x0, y0
 
 
-def draw_layout(layout: Layout, image=None, size: Sequence[int] | None = None) -> Image.Image:
+def draw_layout(layout: Layout, image=None, size: Sequence[int] | None = None,
+                indices: Sequence[int] | None = None) -> Image.Image:
     """Draw ``layout`` over ``image`` (array ``[H, W(, 3|4)]`` uint8 or float 0..1, or a PIL image) or over a blank
-    canvas of the layout's size; ``size`` = (width, height) of the result (the image is resized to it)."""
+    canvas of the layout's size; ``size`` = (width, height) of the result (the image is resized to it).
+    ``indices[k]`` is the index instance k is coloured and labelled by (default k): a track's frame passes the
+    slot indices (``FrameLayouts.frame_slots``), so an instance keeps its colour when another is absent."""
+    if indices is None:
+        indices = range(len(layout.instances))
+    elif len(indices) != len(layout.instances):
+        raise LayoutError(f"preview indices: {len(indices)} indices for {len(layout.instances)} instances; give one "
+                          f"per instance")
+    indices = [int(k) for k in indices]
     if size is not None:
         w, h = int(size[0]), int(size[1])
         if w <= 0 or h <= 0:
@@ -113,14 +122,14 @@ def draw_layout(layout: Layout, image=None, size: Sequence[int] | None = None) -
             m_img = m_img.resize((out_w, out_h), Image.Resampling.NEAREST)
         m = np.asarray(m_img) > 127
         edge = m & ~(np.asarray(m_img.filter(ImageFilter.MinFilter(3))) > 127)
-        colour = np.array(instance_colour(i), dtype=np.float64)
+        colour = np.array(instance_colour(indices[i]), dtype=np.float64)
         pixels[m] = pixels[m] * (1.0 - MASK_ALPHA) + colour * MASK_ALPHA
         pixels[edge] = colour
     canvas = Image.fromarray(np.round(pixels).astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
 
     for i, inst in enumerate(layout.instances):
-        colour = instance_colour(i)
+        colour = instance_colour(indices[i])
         if inst.bbox is not None:
             x0, y0, x1, y1 = inst.bbox
             left, top = x0 * sx, y0 * sy         # a box under 1 px (0.5 px high is valid) is drawn as a line
@@ -134,8 +143,8 @@ def draw_layout(layout: Layout, image=None, size: Sequence[int] | None = None) -
     font = _font(max(10, round(min(out_w, out_h) / 40)))
     placed: list[tuple[float, float, float, float]] = []
     for i, inst in enumerate(layout.instances):
-        colour = instance_colour(i)
-        text = f"{i}: {inst.caption}"
+        colour = instance_colour(indices[i])
+        text = f"{indices[i]}: {inst.caption}"
         if len(text) > 48:
             text = text[:45] + "..."
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
@@ -149,7 +158,7 @@ def draw_layout(layout: Layout, image=None, size: Sequence[int] | None = None) -
     for i, inst in enumerate(layout.instances):  # point markers last: small, and never hidden by a label
         if inst.point is not None:
             x, y = inst.point[0] * sx, inst.point[1] * sy
-            draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=instance_colour(i),
+            draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=instance_colour(indices[i]),
                          outline=(0, 0, 0), width=1)
     return canvas
 

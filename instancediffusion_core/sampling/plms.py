@@ -86,11 +86,17 @@ def sample_plms(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict |
     old = [] if history is None else history
     s_in = x.new_ones([x.shape[0]])
     n = len(sigmas) - 1
+    # The schedule as Python floats, read once: the branches and eval_args need numbers, and reading a device
+    # tensor per step (float(sigma), sigma > 0) would wait for the GPU every step. The arithmetic keeps the 0-d
+    # tensors sigmas[i]: a Python-float divisor would change the results (CUDA divides by a host scalar as a
+    # multiplication by its reciprocal), and bit-identical results are part of the contract.
+    values = [float(v) for v in (sigmas.tolist() if isinstance(sigmas, torch.Tensor) else sigmas)]
     for i in range(n):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        sigma_f, sigma_next_f = values[i], values[i + 1]
         args = dict(extra_args)
         if eval_args is not None:
-            args.update(eval_args(float(sigma)))
+            args.update(eval_args(sigma_f))
 
         def eps_at(x_, s_):
             return (x_ - model(x_, s_ * s_in, **args)) / s_
@@ -100,12 +106,12 @@ def sample_plms(model, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict |
         if callback is not None:
             callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma, "denoised": denoised})
         if not old:
-            if sigma_next > 0:       # pseudo improved Euler: second evaluation at the provisional next latent
+            if sigma_next_f > 0:     # pseudo improved Euler: second evaluation at the provisional next latent
                 x_euler = x + (sigma_next - sigma) * e_t
                 if ends_schedule and i == n - 1:
                     # official t_next = t at the last index: the DDPM latent at the next level, fed at this t
                     s_eval = sigma
-                    x_euler = x_euler * math.sqrt((1 + float(sigma) ** 2) / (1 + float(sigma_next) ** 2))
+                    x_euler = x_euler * math.sqrt((1 + sigma_f ** 2) / (1 + sigma_next_f ** 2))
                 else:
                     s_eval = sigma_next
                 e_prime = (e_t + eps_at(x_euler, s_eval)) / 2

@@ -170,3 +170,26 @@ def test_draw_in_the_browser_and_run(server):
     assert executed["a small pond"]["mask"]["counts"] == annos["a small pond"]["mask"]["counts"]
     assert ui["instdiff_background"][0]["type"] == "temp"
     assert outputs[result["nodeIds"]["output"]]["images"], "the layout preview did not reach Preview Image"
+
+
+def test_node_warnings_show_on_the_node_and_clear(server):
+    """web/js/node_warnings.js in the real frontend: Instance: Box with a box partly off the canvas shows the
+    clipping warning on the node (read-only, not saved, not sent); a run without warnings removes it."""
+    shot = os.path.join(os.path.dirname(os.environ.get("INSTDIFF_E2E_SCREENSHOT") or os.path.join(
+        tempfile.gettempdir(), "instdiff-e2e", "editor.png")), "node-warnings.png")
+    os.makedirs(os.path.dirname(shot), exist_ok=True)
+    chromium = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or shutil.which("chromium-browser")
+    proc = subprocess.run(["node", os.path.join(os.path.dirname(SCRIPT), "node_warnings_e2e.mjs"), server.url, shot,
+                           chromium], capture_output=True, text=True, timeout=400, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print("screenshots: " + ", ".join(result.get("screenshots", [])))
+    assert result["ok"], f"{result.get('error')}\nserver log:\n{server.log_tail()}"
+    assert not result["pageErrors"], result["pageErrors"]
+    warned, clean = result["warned"], result["clean"]
+    assert not warned["errors"], warned
+    assert warned["shown"] and warned["readOnly"], warned
+    assert "instance 0 ('a long bus') box" in warned["text"] and "clipped to corners [200, 10, 256, 60]" in warned["text"]
+    assert "instdiff_warnings" not in result["promptInputs"], result["promptInputs"]
+    assert all("clipped" not in str(v) for v in warned["widgetsValues"]), warned["widgetsValues"]
+    assert not clean["shown"] and not clean["errors"], clean

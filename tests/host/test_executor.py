@@ -65,11 +65,11 @@ def test_bad_layout_value_is_a_clear_node_error(run_prompt, tiny_checkpoint, wei
     from instdiff_testkit.comfy_harness import PromptError
 
     g = graph(tiny_checkpoint["name"], weights_file)
-    g["4"]["inputs"]["x"] = 120            # box 120..168 leaves the 128 px canvas
+    g["4"]["inputs"]["x"] = 130            # box 130..178: entirely outside the 128 px canvas (partly: clipped)
     with pytest.raises(PromptError) as err:
         run_prompt(g)
     text = str(err.value)
-    assert "instance 0" in text and "canvas" in text
+    assert "instance 0" in text and "entirely outside the 128x128 canvas" in text and "130" in text
 
 
 def _pixels(result, node_id="14"):

@@ -255,39 +255,13 @@ def test_track_nodes_have_tooltips(pack):
 
 
 # ------------------------------------------------------------------ AnimateDiff-Evolved's sliding context (optional)
-AD_PACK = "ComfyUI-AnimateDiff-Evolved"
-
-
-def _ad_evolved_dir():
-    """The AnimateDiff-Evolved pack: INSTDIFF_AD_EVOLVED, else custom_nodes/ of the host or beside the host tree."""
-    import os
-    from instdiff_testkit import comfy_harness
-    root, _ = comfy_harness.find_comfyui_root()
-    candidates = [os.environ.get("INSTDIFF_AD_EVOLVED", "")]
-    if root:
-        candidates += [os.path.join(root, "custom_nodes", AD_PACK),
-                       os.path.join(os.path.dirname(os.path.abspath(root)), "custom_nodes", AD_PACK)]
-    return next((c for c in candidates if c and os.path.isfile(os.path.join(c, "__init__.py"))), None)
-
-
 @pytest.fixture(scope="module")
 def ad_nodes(comfy_host):
-    import os
     import nodes
     from instdiff_testkit import comfy_harness
-    src = _ad_evolved_dir()
-    if src is None:
-        pytest.skip(f"{AD_PACK} not found (set INSTDIFF_AD_EVOLVED, or put it in custom_nodes/ of the host or "
-                    f"beside the host tree)")
-    if "ADE_UseEvolvedSampling" not in nodes.NODE_CLASS_MAPPINGS:
-        folder = os.path.join(comfy_host["base"], "ad_custom_nodes")
-        os.makedirs(folder, exist_ok=True)
-        link = os.path.join(folder, AD_PACK)
-        if not os.path.lexists(link):
-            os.symlink(src, link, target_is_directory=True)
-        comfy_harness.load_custom_node(link)            # as ComfyUI loads a custom node folder
-    if "ADE_UseEvolvedSampling" not in nodes.NODE_CLASS_MAPPINGS:
-        pytest.skip(f"{AD_PACK} did not load on this host")
+    ok, why = comfy_harness.load_animatediff_evolved(comfy_host["base"])
+    if not ok:
+        pytest.skip(why)
     return nodes.NODE_CLASS_MAPPINGS
 
 
@@ -339,8 +313,33 @@ def test_position_net_never_runs_while_sampling_a_track(node, instdiff, pack_cor
 
 def test_static_instance_after_a_track_is_on_every_frame(node, pack_core):
     track = _per_frame_track(node, pack_core)
-    (more,) = node["InstanceBox"].add(track, "a wooden table", 0, 48, 64, 16)
+    (more,) = node["InstanceBox"].add(track, "a wooden table", 0, 48, 64, 16)["result"]
     assert more.num_frames == 4 and more.captions[-1] == "a wooden table"
     assert all(row[-1].bbox == (0.0, 48.0, 64.0, 64.0) for row in more.frames)
     with pytest.raises(ValueError, match="the track has 3 frames but the incoming layout has 4"):
         node["InstanceTrackKeyframes"].add(more, "a cat", 3, "0: point 5,5", "linear", "error")
+
+
+def test_layout_check_node_checks_every_frame_of_a_track(node, pack_core):
+    """Layout Check on a track: the ball is cut by the left edge on frames 0-1 only, reported once with them."""
+    track = _keyframe_track(node, pack_core, 6, "0: box 0,20,16,16\n2: box 30,20,16,16", prompt="a red ball")
+    out = node["InstanceLayoutCheck"].check(track)
+    text, passed = out["result"]
+    assert passed is track
+    lines = [ln for ln in text.splitlines() if ln.startswith("- [")]
+    assert len(lines) == 1 and "[edge] instance 0 ('a red ball'): frames 0-1" in lines[0], text
+    assert "left edge" in lines[0]
+    assert out["ui"]["instdiff_warnings"] == [lines[0][2:]]                 # shown on the node once, not per frame
+
+
+def test_preview_colours_stay_with_the_slot_when_one_is_absent(node, pack_core):
+    """Slot 0 appears on frame 1 only: on frame 0 slot 1 (the table) must keep its frame-1 colour."""
+    start = pack_core.layout.Layout(width=64, height=64)
+    (track,) = node["InstanceTrackKeyframes"].add(start, "a red ball", 2, "0: none\n1: box 4,4,20,20", "hold",
+                                                  "error")
+    (track,) = node["InstanceBox"].add(track, "a wooden table", 30, 40, 30, 20)["result"]
+    (pics,) = node["InstanceLayoutPreview"].draw(track)
+    px = lambda f, x, y: tuple(int(round(float(v) * 255)) for v in pics[f, y, x])
+    colour = pack_core.layout.preview.instance_colour
+    for x, y in ((45, 59), (59, 50)):                       # the table's bottom and right edges
+        assert px(0, x, y) == px(1, x, y) == colour(1)

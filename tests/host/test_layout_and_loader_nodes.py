@@ -25,7 +25,7 @@ def test_every_node_has_description_category_and_input_tooltips(pack):
 
 def test_chained_instance_nodes_build_a_new_layout_each_time(node, pack_core):
     (empty,) = node["InstanceLayout"].make(256, 128)
-    (one,) = node["InstanceBox"].add(empty, "a cat", 10, 20, 50, 40)
+    (one,) = node["InstanceBox"].add(empty, "a cat", 10, 20, 50, 40)["result"]
     (two,) = node["InstancePoint"].add(one, "a bird", 200, 30)
     (three,) = node["InstanceScribble"].add(two, "a snake", "10,100 60,110\n120,100")
     assert len(empty.instances) == 0 and len(one.instances) == 1, "inputs must never be modified (ComfyUI caches)"
@@ -48,7 +48,7 @@ def test_mask_node_checks_size_and_emptiness(node, pack_core):
 
 def test_any_node_mixes_modalities_and_names_bad_fields(node):
     (layout,) = node["InstanceLayout"].make(128, 128)
-    (out,) = node["InstanceAny"].add(layout, "a kite", box="10,10,40,30", point="30,20", scribble="10,10 50,40")
+    (out,) = node["InstanceAny"].add(layout, "a kite", box="10,10,40,30", point="30,20", scribble="10,10 50,40")["result"]
     inst = out.instances[0]
     assert inst.bbox == (10.0, 10.0, 50.0, 40.0) and inst.point == (30.0, 20.0) and len(inst.scribble) == 2
     with pytest.raises(ValueError, match="instance 0 box: expected 4 numbers"):
@@ -68,7 +68,9 @@ def test_thirty_instances_max(node):
 def test_load_layout_from_text_and_preview(node):
     doc = {"caption": "two things", "width": 200, "height": 100,
            "annos": [{"caption": "left", "bbox": [10, 10, 50, 50]}, {"caption": "right", "bbox": [150, 20, 190, 90]}]}
-    layout, caption, report = node["LoadInstanceLayout"].load("(use json_text)", json.dumps(doc), "auto", False)
+    out = node["LoadInstanceLayout"].load("(use json_text)", json.dumps(doc), "auto", False)
+    layout, caption, report = out["result"]
+    assert out["ui"]["instdiff_warnings"] == report.splitlines()    # the report also shows on the node
     assert caption == "two things" and len(layout.instances) == 2
     assert "xyxy" in report                           # [150, 20, 190, 90] cannot be x, y, w, h on a 200 px canvas
     (img,) = node["InstanceLayoutPreview"].draw(layout)

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from instdiff_testkit import comfy_harness
+from instdiff_testkit.graph_nodes import provider
 from instdiff_testkit.host_fixtures import StubClip, box_layout, patched_tiny, sample
 
 STEPS = 5
@@ -278,24 +279,6 @@ def test_cancel_through_comfyui_progress_hook_stops_phase_one(env):
 
 # ------------------------------------------------------------------------------------------------ through the executor
 
-class _Provide:
-    """Test-only node returning a Python object prepared by the test (registered under a temporary key)."""
-    CATEGORY = "_for_testing"
-    FUNCTION = "get"
-    VALUE = None
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {}}
-
-    def get(self):
-        return self.VALUE
-
-
-def _provider(types, value):
-    return type("MisTestProvide", (_Provide,), {"RETURN_TYPES": types, "VALUE": value})
-
-
 def _graph(prompt, seed=0):
     return {
         "1": {"class_type": "MisTestModel", "inputs": {}},
@@ -322,8 +305,8 @@ def graph_nodes(env, monkeypatch):
     import nodes
 
     clip = StubClip()
-    monkeypatch.setitem(nodes.NODE_CLASS_MAPPINGS, "MisTestModel", _provider(("MODEL",), (env["model"],)))
-    monkeypatch.setitem(nodes.NODE_CLASS_MAPPINGS, "MisTestAssets", _provider(
+    monkeypatch.setitem(nodes.NODE_CLASS_MAPPINGS, "MisTestModel", provider("MisTestModel", ("MODEL",), (env["model"],)))
+    monkeypatch.setitem(nodes.NODE_CLASS_MAPPINGS, "MisTestAssets", provider("MisTestAssets", 
         ("CONDITIONING", "CONDITIONING", "CLIP", "INSTANCEDIFFUSION"),
         (clip.encode("a scene"), clip.encode(""), clip, env["instdiff"])))
     return clip

@@ -18,14 +18,16 @@ def test_planner_node_returns_a_checked_layout_and_caches(pack, tmp_path):
         args = dict(description="a dog and a ball in a park", width=512, height=512, max_instances=5,
                     base_url=server.base_url, model="scripted", api_key_env="INSTDIFF_TEST_NO_KEY", timeout=10.0,
                     seed=7)
-        layout, caption, report = planner.plan(**args)
-        again = planner.plan(**args)
+        out = planner.plan(**args)
+        layout, caption, report = out["result"]
+        again = planner.plan(**args)["result"]
         assert len(server.requests) == 1, "same inputs must come from the cache, not a second request"
     assert caption == "a dog and a ball in a park" and len(layout.instances) == 2
     assert layout.instances[0].bbox == (40.0, 200.0, 300.0, 480.0)          # xyxy detected and reported
     assert "xyxy" in report
+    assert any("xyxy" in w for w in out["ui"]["instdiff_warnings"]), "the repairs are shown on the node"
     assert again[0] == layout
-    warnings, passthrough = check.check(layout)
+    warnings, passthrough = check.check(layout)["result"]
     assert passthrough is layout and isinstance(warnings, str)
 
 

@@ -5,6 +5,10 @@ For every workflow: each node type exists; saved inputs/outputs/widgets_values f
 workflow, converted to an API prompt the way the frontend converts it and shrunk (2 steps, 1/8 size), runs
 through ComfyUI's PromptExecutor on the tiny checkpoint and produces images. Deliberately broken copies show that
 a node change (bad value, renamed input, new widget, dropped choice, retyped link) fails these checks.
+
+Workflows with AnimateDiff-Evolved nodes (``ADE_*``: frames_animatediff_context) load that pack into the host first,
+read-only (``comfy_harness.load_animatediff_evolved``), and are skipped with the reason where it is absent. They use
+no motion model, so they run through the executor like the others (no weights the tests cannot provide).
 """
 from __future__ import annotations
 
@@ -119,9 +123,22 @@ def test_every_required_workflow_is_shipped():
 
 # ------------------------------------------------------------------------------------------------ per workflow
 
+AD_EVOLVED_PREFIX = "ADE_"          # AnimateDiff-Evolved's node types
+
+
+def _needs_ad_evolved(workflow):
+    return any(n["type"].startswith(AD_EVOLVED_PREFIX) for n in workflow["nodes"])
+
+
 @pytest.fixture(params=WORKFLOWS, ids=[_name(p) for p in WORKFLOWS])
 def workflow(request):
-    return _load(request.param)
+    data = _load(request.param)
+    if _needs_ad_evolved(data):
+        request.getfixturevalue("pack")
+        ok, why = comfy_harness.load_animatediff_evolved(request.getfixturevalue("comfy_host")["base"])
+        if not ok:
+            pytest.skip(f"{_name(request.param)} needs {comfy_harness.AD_EVOLVED_PACK}: {why}")
+    return data
 
 
 def test_is_ui_format(workflow):
@@ -241,6 +258,37 @@ def test_runs_through_the_executor(workflow, provided_files, executor, run_promp
     latent = next(e["inputs"] for e in prompt.values() if e["class_type"] == "EmptyLatentImage")
     with Image.open(result["images"][saved[0]][0]) as im:
         assert im.height == latent["height"]
+
+
+def test_animatediff_workflow_samples_through_context_windows(pack, comfy_host):
+    """frames_animatediff_context: Use Evolved Sampling with Context Options (windows shorter than the batch) is the
+    KSampler's model, on top of the InstanceDiffusion-patched model, with no motion model; the track has as many
+    frames as the batch."""
+    path = os.path.join(WORKFLOW_DIR, "frames_animatediff_context.json")
+    wf = _load(path)
+    ok, why = comfy_harness.load_animatediff_evolved(comfy_host["base"])
+    if not ok:
+        pytest.skip(f"frames_animatediff_context needs {comfy_harness.AD_EVOLVED_PACK}: {why}")
+    links = wc._links(wf)
+    by_id = {n["id"]: n for n in wf["nodes"]}
+
+    def source(node, name):
+        inp = next(i for i in node["inputs"] if i["name"] == name)
+        return by_id[links[inp["link"]][0]] if inp["link"] is not None else None
+
+    (ks,) = _of_type(wf, "KSampler")
+    evolved = source(ks, "model")
+    assert evolved["type"] == "ADE_UseEvolvedSampling"
+    assert source(evolved, "model")["type"] == "ApplyScaleU"
+    assert source(evolved, "m_models") is None                       # no motion model: nothing to download
+    ctx = source(evolved, "context_options")
+    assert ctx["type"] == "ADE_StandardStaticContextOptions"
+    batch = _values(source(ks, "latent_image"))["batch_size"]
+    assert _values(ctx)["context_length"] < batch
+    (track,) = _of_type(wf, "InstanceTrackKeyframes")
+    assert _values(track)["frames"] == batch
+    note = _of_type(wf, "Note")[0]["widgets_values"][0]
+    assert comfy_harness.AD_EVOLVED_PACK in note and "motion model" in note.lower()
 
 
 # ------------------------------------------------------------------------------------------------ conversion rules

@@ -60,6 +60,17 @@ describe("geometry of instances", () => {
     expect(layoutIssues(doc)[0]).toMatch(/31 instances.*30 slots/);
   });
 
+  it("a box entirely outside the canvas is an issue; partly outside is left to the loader, which clips it", () => {
+    const doc = emptyLayout(100, 80);
+    doc.annos.push({ caption: "a", bbox: [90, 10, 30, 30] }, { caption: "b", bbox: [120, 10, 30, 30] },
+      { caption: "c", bbox: [-40, 10, 40, 30] }, { caption: "d", bbox: [10, 80, 5, 5] });
+    expect(layoutIssues(doc)).toEqual([
+      "instance 1's box [120, 10, 30, 30] lies entirely outside the 100x80 canvas; move it onto the canvas or delete it",
+      "instance 2's box [-40, 10, 40, 30] lies entirely outside the 100x80 canvas; move it onto the canvas or delete it",
+      "instance 3's box [10, 80, 5, 5] lies entirely outside the 100x80 canvas; move it onto the canvas or delete it",
+    ]);
+  });
+
   it("moves every location of an instance, never off the canvas", () => {
     const w = 64;
     const h = 48;

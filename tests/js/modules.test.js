@@ -1,12 +1,13 @@
 // ComfyUI imports every .js under web/ as an extension. The editor's modules in web/js/layout_editor/ must be
-// harmless then: importable without a DOM, only exporting, touching no globals; only the entry file registers.
+// harmless then: importable without a DOM, only exporting, touching no globals; only the entry files register
+// (the editor, and the warnings shown on the pack's nodes).
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { describe, expect, it } from "vitest";
 
 const WEB = path.join(path.dirname(fileURLToPath(import.meta.url)), "..", "..", "web");
-const ENTRY = path.join("js", "instance_layout_editor.js");
+const ENTRIES = [path.join("js", "instance_layout_editor.js"), path.join("js", "node_warnings.js")];
 
 function scripts(dir) {
   return fs.readdirSync(dir, { withFileTypes: true }).flatMap((d) => {
@@ -17,16 +18,16 @@ function scripts(dir) {
 }
 
 const all = scripts(WEB).map((p) => path.relative(WEB, p));
-const modules = all.filter((p) => p !== ENTRY);
+const modules = all.filter((p) => !ENTRIES.includes(p));
 
 describe("web/ scripts", () => {
-  it("one extension entry at web/js, the editor modules below web/js/layout_editor", () => {
-    expect(all).toContain(ENTRY);
+  it("the extension entries at web/js, the editor modules below web/js/layout_editor", () => {
+    for (const entry of ENTRIES) expect(all).toContain(entry);
     expect(modules.length).toBeGreaterThanOrEqual(10);
     for (const p of modules) expect(p.startsWith(path.join("js", "layout_editor") + path.sep)).toBe(true);
     for (const p of all) {
       const registers = fs.readFileSync(path.join(WEB, p), "utf8").includes("registerExtension(");
-      expect(registers, p).toBe(p === ENTRY);
+      expect(registers, p).toBe(ENTRIES.includes(p));
     }
   });
 

@@ -142,6 +142,11 @@ export function layoutIssues(doc) {
   doc.annos.forEach((a, i) => {
     if (typeof a.caption !== "string" || !a.caption.trim()) issues.push(`instance ${i} has no prompt`);
     if (modalitiesOf(a).length === 0) issues.push(`instance ${i} has no box, point, scribble or mask`);
+    const b = annoBox(a); // partly outside is clipped by the loader (with a warning); entirely outside is its error
+    if (b && b[2] > b[0] && b[3] > b[1] && (b[2] <= 0 || b[3] <= 0 || b[0] >= doc.width || b[1] >= doc.height)) {
+      issues.push(`instance ${i}'s box [${a.bbox.join(", ")}] lies entirely outside the ${doc.width}x${doc.height} `
+        + "canvas; move it onto the canvas or delete it");
+    }
   });
   return issues;
 }
