@@ -626,6 +626,15 @@ def _table_and_ball_track(wf, n: int, keyframes: str):
     return track
 
 
+def _grounded_track(wf, track, scene: str):
+    """Checkpoint + add-ons, the prompts, the track's conditioning and the patched model of the frames workflows:
+    (checkpoint node, model node, positive node, negative node)."""
+    ckpt, weights = base_models(wf, 0, 0)
+    pos, neg = prompts(wf, ckpt, 0, 330, scene)
+    cond = conditioning(wf, pos, ckpt, track, weights, X_COND, 0)
+    return ckpt, patched_model(wf, ckpt, weights, X_COND, 200), cond, neg
+
+
 def _sample_frames(wf, model, cond, neg, ckpt, track, n: int, cx: int, prefix: str):
     """A batch of ``n`` latents through KSampler (the official settings), the track's per-frame preview, decode
     and save."""
@@ -662,12 +671,8 @@ No motion model here: the frames are independent images that share a seed patter
 
 {WEIGHTS_TEXT}"""
     wf.note(note, (-520, 0), size=(480, 800))
-    ckpt, weights = base_models(wf, 0, 0)
-    pos, neg = prompts(wf, ckpt, 0, 330, "a red rubber ball rolling on a wooden table, studio photo")
-    cx = X_COND
-    cond = conditioning(wf, pos, ckpt, track, weights, cx, 0)
-    model = patched_model(wf, ckpt, weights, cx, 200)
-    _sample_frames(wf, model, cond, neg, ckpt, track, n, cx, "instdiff/frames_moving_ball")
+    ckpt, model, cond, neg = _grounded_track(wf, track, "a red rubber ball rolling on a wooden table, studio photo")
+    _sample_frames(wf, model, cond, neg, ckpt, track, n, X_COND, "instdiff/frames_moving_ball")
     return wf
 
 
@@ -697,11 +702,8 @@ The multi-instance sampler refuses tracks.
 
 {WEIGHTS_TEXT}"""
     wf.note(note, (-520, 0), size=(480, 900))
-    ckpt, weights = base_models(wf, 0, 0)
-    pos, neg = prompts(wf, ckpt, 0, 330, "a red rubber ball bouncing on a wooden table, studio photo")
+    ckpt, model, cond, neg = _grounded_track(wf, track, "a red rubber ball bouncing on a wooden table, studio photo")
     cx = X_COND
-    cond = conditioning(wf, pos, ckpt, track, weights, cx, 0)
-    model = patched_model(wf, ckpt, weights, cx, 200)
     ad_colour, ad_bg = "#323", "#535"
     ctx = wf.node("ADE_StandardStaticContextOptions", (cx, 600),
                   {"context_length": length, "context_overlap": overlap}, title="Context Options (AnimateDiff)",

@@ -22,34 +22,13 @@ Rules (decided here):
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from .box_fit import fit_box, shown_box
-from .frames import FrameLayouts, bounding_box_frames, box_label, parse_prompt_lines
+from .box_fit import fit_box, plain_number, shown_box
+from .frames import FrameLayouts, bounding_box_frames, box_corners, box_label, parse_prompt_lines
 from .types import Instance, Layout, LayoutError
 
 _SHOWN_IGNORED = 8          # boxes named in the "no prompt line" warning before "and N more"
-
-
-def _num(v: float):
-    return int(v) if float(v).is_integer() else float(v)
-
-
-def box_corners(box: Any, where: str) -> tuple[float, float, float, float]:
-    """A BOUNDING_BOX dict ``{x, y, width, height}`` as corners ``(x0, y0, x1, y1)`` (not clipped); a
-    ``LayoutError`` naming ``where`` when it is not a dict with four finite numbers."""
-    if not isinstance(box, dict):
-        raise LayoutError(f"bboxes: {where} is {type(box).__name__}, not a box dict {{x, y, width, height}}",
-                          field="bboxes")
-    try:
-        x, y, w, h = (float(box[k]) for k in ("x", "y", "width", "height"))
-    except (KeyError, TypeError, ValueError, OverflowError):
-        raise LayoutError(f"bboxes: {where} {str(box)[:80]} lacks numeric x, y, width, height", field="bboxes") \
-            from None
-    if not all(math.isfinite(v) for v in (x, y, w, h)):
-        raise LayoutError(f"bboxes: {where} {str(box)[:80]} has a number that is not finite", field="bboxes")
-    return x, y, x + w, y + h
 
 
 def _labels_present(boxes: list[dict]) -> str:
@@ -144,7 +123,8 @@ def _boxes_of(slots, where: str, warnings: list[str]) -> list[dict]:
                             f"bounding boxes")
             continue
         x0, y0, x1, y1 = (float(v) for v in box)
-        out.append({"x": _num(x0), "y": _num(y0), "width": _num(x1 - x0), "height": _num(y1 - y0),
+        out.append({"x": plain_number(x0), "y": plain_number(y0), "width": plain_number(x1 - x0),
+                        "height": plain_number(y1 - y0),
                     "label": inst.caption, "metadata": {"desc": inst.caption}})
     return out
 

@@ -21,8 +21,13 @@ from .types import LayoutError
 Box = tuple[float, float, float, float]
 
 
+def plain_number(v: float):
+    """A pixel number as JSON and messages write it: ``12`` for 12.0, else the float."""
+    return int(v) if float(v).is_integer() else float(v)
+
+
 def _num(v: float):
-    return int(v) if float(v).is_integer() else round(float(v), 3)
+    return plain_number(round(float(v), 3))
 
 
 def shown_box(box: Sequence[float]) -> list:

@@ -377,15 +377,24 @@ def box_label(box: dict) -> str:
     return str(label).strip().lower()
 
 
-def _box_of(d: dict, f: int, j: int, width: int, height: int):
+def box_corners(box: Any, where: str) -> tuple[float, float, float, float]:
+    """A BOUNDING_BOX dict ``{x, y, width, height}`` as corners ``(x0, y0, x1, y1)`` (not clipped); a
+    ``LayoutError`` naming ``where`` when it is not a dict with four finite numbers."""
+    if not isinstance(box, dict):
+        raise LayoutError(f"bboxes: {where} is {type(box).__name__}, not a box dict {{x, y, width, height}}",
+                          field="bboxes")
     try:
-        x, y, w, h = (float(d[k]) for k in ("x", "y", "width", "height"))
-    except (KeyError, TypeError, ValueError):
-        raise LayoutError(f"bboxes: frame {f} box {j} {str(d)[:80]} lacks numeric x, y, width, height",
-                          field="bboxes") from None
+        x, y, w, h = (float(box[k]) for k in ("x", "y", "width", "height"))
+    except (KeyError, TypeError, ValueError, OverflowError):
+        raise LayoutError(f"bboxes: {where} {str(box)[:80]} lacks numeric x, y, width, height", field="bboxes") \
+            from None
     if not all(math.isfinite(v) for v in (x, y, w, h)):
-        raise LayoutError(f"bboxes: frame {f} box {j} has a non-finite number", field="bboxes")
-    return _clipped_box(x, y, x + w, y + h, width, height)
+        raise LayoutError(f"bboxes: {where} {str(box)[:80]} has a number that is not finite", field="bboxes")
+    return x, y, x + w, y + h
+
+
+def _box_of(d: dict, f: int, j: int, width: int, height: int):
+    return _clipped_box(*box_corners(d, f"frame {f} box {j}"), width, height)
 
 
 def parse_prompt_lines(text: str, match: str) -> list[tuple[str | None, str]]:

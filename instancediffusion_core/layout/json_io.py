@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from .types import Instance, Layout, LayoutError, MAX_CANVAS, MAX_INSTANCES, check_instance
-from .box_fit import fit_box
+from .box_fit import fit_box, plain_number as _num
 from .rle import RLEError, decode_rle, encode_rle, rasterize_polygons
 
 BBOX_FORMATS = ("auto", "xywh", "xyxy")
@@ -248,10 +248,6 @@ def decide_bbox_format(boxes: dict[int, list[float]], width: int, height: int) -
     return fmt, (f"bbox format: {fmt} (auto): no reading fits every box ({bad_wh} of {n} misfit as [x, y, w, h], "
                  f"{bad_xy} as [x1, y1, x2, y2]); chose the one with fewer misfits ({example(fmt)}); boxes partly "
                  f"outside are clipped to the canvas, see below")
-
-
-def _num(v: float):
-    return int(v) if float(v).is_integer() else v
 
 
 def _fit_box(i: int, raw: list[float], fmt: str, width: int, height: int, name: str,
